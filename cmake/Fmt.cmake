@@ -1,0 +1,17 @@
+# Pick one fmt. LibTorch 2.x ships fmt headers under its include dir; linking Debian's libfmt
+# against those headers fails (undefined fmt::v12::vprint), so use them header-only there.
+set(_torch_fmt "")
+foreach(_d ${TORCH_INCLUDE_DIRS})
+  if(EXISTS "${_d}/fmt/format.h")
+    set(_torch_fmt "${_d}")
+  endif()
+endforeach()
+add_library(openlm_fmt INTERFACE)
+if(_torch_fmt)
+  message(STATUS "fmt: header-only from LibTorch (${_torch_fmt})")
+  target_include_directories(openlm_fmt INTERFACE ${_torch_fmt})
+  target_compile_definitions(openlm_fmt INTERFACE FMT_HEADER_ONLY=1)
+else()
+  find_package(fmt REQUIRED)
+  target_link_libraries(openlm_fmt INTERFACE fmt::fmt)
+endif()
