@@ -91,6 +91,7 @@ struct LoggingConfig {
   int64_t every_steps = 10;
   bool tensorboard = true;
   int64_t save_weights_every = 0;  ///< write model.safetensors every N steps (0 = only at the end)
+  double peak_tflops = 0;          ///< per-device peak for MFU; 0 = auto (989 on CUDA, none on CPU)
 };
 
 struct TokenizerConfig {

@@ -1,0 +1,68 @@
+#pragma once
+/// The OpenLM decoder-only transformer (REFERENCE.md section 1), behind a small pimpl so that
+/// callers do not compile torch/nn. Parameter names equal OpenLM's (tok_embeddings.weight,
+/// layers.{i}.attention.in_proj.weight, ..., output.weight) so state dicts map one-to-one.
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "openlm_cpp/core/config.h"
+
+namespace openlm {
+
+struct TransformerModule;  // torch::nn::Module, model/modules.h
+
+/// Per-layer key/value cache for incremental decoding; k/v are [B, Hkv, T_cached, hd].
+struct KVCache {
+  std::vector<at::Tensor> k, v;
+  int64_t length = 0;  ///< tokens already cached (position offset of the next token)
+};
+
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+class Transformer {
+ public:
+  /// Builds the model on CPU in fp32 and initialises it deterministically from `seed`.
+  Transformer(const ModelConfig& cfg, uint64_t seed);
+  ~Transformer();
+
+  /// tokens: int64 [B, T] -> logits fp32 [B, T, V]. With `cache`, T new tokens are appended at
+  /// positions cache->length.. and the cache is extended.
+  at::Tensor forward(const at::Tensor& tokens, KVCache* cache = nullptr);
+
+  /// Final hidden states after the last norm, [B, T, d] (for chunked loss kernels).
+  const ModelConfig& config() const { return cfg_; }
+
+  /// Parameters by OpenLM name, in registration order (tied weights appear once per name).
+  NamedTensors named_parameters() const;
+  /// Unique parameter tensors (tied weights once).
+  std::vector<at::Tensor> parameters() const;
+
+  /// Copies `tensors` into the parameters by name; every parameter must be present with the
+  /// same shape, unless `allow_missing`. Extra names are an error listing them.
+  void load_named(const NamedTensors& tensors, bool allow_missing = false);
+
+  /// Matmuls, attention and activations in this dtype (bf16 for amp), parameters unchanged.
+  void set_compute_dtype(at::ScalarType dt);
+  at::ScalarType compute_dtype() const;
+  /// Recompute each block in backward instead of storing its activations.
+  void set_grad_checkpointing(bool on);
+  /// Moves (and casts floating parameters) to a device/dtype.
+  void to(const at::Device& device, at::ScalarType param_dtype);
+  at::Device device() const;
+  void train(bool on);
+
+  TransformerModule& module();
+
+ private:
+  ModelConfig cfg_;
+  std::shared_ptr<TransformerModule> m_;
+};
+
+/// Truncated normal N(0, std) cut at +-3 std, in place (OpenLM's init).
+void trunc_normal_(at::Tensor& t, double std);
+
+}  // namespace openlm

@@ -1,0 +1,126 @@
+// The recipe parser/validator: every recipe in recipes/ parses, and bad recipes give errors that
+// name the file, the key and the line.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "openlm_cpp/core/error.h"
+#include "openlm_cpp/core/recipe.h"
+
+namespace fs = std::filesystem;
+using namespace openlm;
+
+namespace {
+std::string write_tmp(const std::string& name, const std::string& text) {
+  fs::path d = fs::temp_directory_path() / "openlm_recipe_test";
+  fs::create_directories(d);
+  fs::path p = d / name;
+  std::ofstream(p) << text;
+  return p.string();
+}
+const char* kGood = R"(model: open_lm_test_tiny
+batch:
+  global_batch_size: 8
+  micro_batch_size: 2
+optim:
+  lr: 1.0e-3
+schedule:
+  warmup: 2
+max_steps: 10
+run_dir: /tmp/x
+)";
+/// Expects a ConfigError whose message contains every fragment.
+void expect_error(const std::string& text, std::initializer_list<std::string> fragments,
+                  std::vector<std::string> overrides = {}) {
+  std::string p = write_tmp("bad.yaml", text);
+  try {
+    load_train_recipe(p, overrides);
+    FAIL() << "no error for:\n" << text;
+  } catch (const ConfigError& e) {
+    for (auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what() << " lacks " << f;
+  }
+}
+}  // namespace
+
+TEST(Recipe, EveryRecipeFileParses) {
+  int n = 0;
+  for (auto& sub : {"models", "train", "finetune", "ladders"}) {
+    fs::path d = fs::path(OPENLM_SOURCE_DIR) / "recipes" / sub;
+    if (!fs::exists(d)) continue;
+    for (auto& e : fs::recursive_directory_iterator(d)) {
+      if (e.path().extension() != ".yaml") continue;
+      ++n;
+      if (std::string(sub) == "models") {
+        EXPECT_NO_THROW(load_model(e.path().string())) << e.path();
+      } else if (std::string(sub) != "ladders") {
+        EXPECT_NO_THROW(load_train_recipe(e.path().string())) << e.path();
+      }
+    }
+  }
+  EXPECT_GE(n, 16);
+}
+
+TEST(Recipe, GoodRecipeAndDefaults) {
+  auto c = load_train_recipe(write_tmp("good.yaml", kGood));
+  EXPECT_EQ(c.model.dim, 16);
+  EXPECT_EQ(c.model.norm_type, "default_layer_norm");
+  EXPECT_EQ(accumulation_steps(c, 1), 4);
+  EXPECT_EQ(accumulation_steps(c, 2), 2);
+  EXPECT_THROW(accumulation_steps(c, 3), ConfigError);
+  EXPECT_DOUBLE_EQ(c.optim.beta2, 0.95);
+}
+
+TEST(Recipe, OverridesAndModelOverrides) {
+  std::string p = write_tmp("good.yaml", kGood);
+  auto c = load_train_recipe(p, {"optim.lr=0.5", "model.qk_norm=true", "model.norm_type=rms_norm", "max_steps=20"});
+  EXPECT_DOUBLE_EQ(c.optim.lr, 0.5);
+  EXPECT_TRUE(c.model.qk_norm);
+  EXPECT_EQ(c.model.norm_type, "rms_norm");
+  EXPECT_EQ(c.model.dim, 16);  // the rest still from open_lm_test_tiny
+  EXPECT_EQ(c.max_steps, 20);
+}
+
+TEST(Recipe, ResolvedJsonLoadsBack) {
+  auto c = load_train_recipe(write_tmp("good.yaml", kGood), {"model.qk_norm=true"});
+  std::string p = write_tmp("resolved.json", to_json(c).dump(2));
+  auto c2 = load_train_recipe(p);
+  EXPECT_EQ(to_json(c2), to_json(c));
+}
+
+TEST(Recipe, UnknownKeyNamesFileKeyAndLine) {
+  expect_error(std::string(kGood) + "optim2:\n  lr: 1\n", {"bad.yaml:11", "optim2", "unknown key"});
+  expect_error("model: open_lm_test_tiny\nbatch:\n  global_batch_size: 8\n  micro_bach_size: 2\n",
+               {"bad.yaml:4", "batch.micro_bach_size", "unknown key"});
+}
+
+TEST(Recipe, WrongTypes) {
+  expect_error("model: open_lm_test_tiny\nbatch:\n  global_batch_size: eight\n", {"bad.yaml:3", "batch.global_batch_size", "integer"});
+  expect_error(std::string(kGood) + "grad_checkpointing: maybe\n", {"grad_checkpointing", "true or false"});
+  expect_error("model: open_lm_test_tiny\noptim: 3\n", {"optim", "mapping"});
+  expect_error("model: open_lm_test_tiny\nbatch:\n  global_batch_size: 2.5\n", {"integer"});
+}
+
+TEST(Recipe, MissingRequiredAndImpossibleValues) {
+  expect_error("batch:\n  global_batch_size: 8\n  micro_batch_size: 2\nmax_steps: 3\n", {"model", "missing"});
+  expect_error("model: open_lm_test_tiny\nmax_steps: 3\n", {"batch.global_batch_size", "missing"});
+  expect_error(kGood, {"schedule.warmup", "exceeds"}, {"schedule.warmup=11"});
+  expect_error(kGood, {"batch.global_batch_size", "multiple"}, {"batch.micro_batch_size=3"});
+  expect_error(kGood, {"model.n_kv_heads", "divide"}, {"model.n_kv_heads=3", "model.n_heads=2"});
+  expect_error(kGood, {"model.norm_type", "rms_norm"}, {"model.norm_type=batch_norm"});
+  expect_error(kGood, {"precision"}, {"precision=fp8"});
+  expect_error(kGood, {"--set optim.beta2", "optim.beta2"}, {"optim.beta2=1.5"});
+  expect_error("model:\n  name: open_lm_test_tiny\n  dim: 1\nbatch:\n  global_batch_size: 8\n  micro_batch_size: 2\nmax_steps: 3\n",
+               {"bad.yaml:2", "model.n_heads", "exceeds"});
+  expect_error(std::string(kGood) + "max_steps: 4\n", {"bad.yaml:11", "max_steps", "duplicate"});
+  expect_error("model: no_such_model\n", {"no_such_model", "known models"});
+  expect_error("model: [unclosed\n", {"bad.yaml", "YAML syntax"});
+}
+
+TEST(Recipe, ModelRegistry) {
+  auto names = model_names();
+  EXPECT_EQ(names.size(), 16u);
+  auto m = load_model("open_lm_87m");
+  EXPECT_EQ(m.head_dim(), 40);
+  EXPECT_EQ(load_model("open_lm_1b_old").positional_embedding_type, "head_rotary");
+}
