@@ -1,0 +1,121 @@
+#include "openlm_cpp/checkpoint/atomic_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <utility>
+
+#include "openlm_cpp/core/error.h"
+
+namespace openlm::fs {
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw_errno("cannot create", tmp_);
+}
+
+AtomicFile::~AtomicFile() { abort(); }
+
+void AtomicFile::write(const void* data, size_t n) {
+  if (done_ || fd_ < 0) throw IoError("write to closed atomic file '" + tmp_ + "'");
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    // Linux writes at most ~2 GiB per call; larger requests come back short and loop.
+    ssize_t w = ::write(fd_, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("write failed for", tmp_);
+    }
+    if (w == 0) throw IoError("write made no progress on '" + tmp_ + "'");
+    p += w;
+    n -= static_cast<size_t>(w);
+    size_ += static_cast<uint64_t>(w);
+  }
+}
+
+void AtomicFile::commit() {
+  if (done_) throw IoError("atomic file '" + path_ + "' already committed");
+  fsync_fd(fd_, tmp_);
+  int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    ::unlink(tmp_.c_str());
+    done_ = true;
+    throw_errno("close failed for", tmp_);
+  }
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp_.c_str());
+    done_ = true;
+    errno = e;
+    throw_errno("cannot rename temporary file onto", path_);
+  }
+  done_ = true;
+  fsync_dir(parent_dir(path_));
+}
+
+void AtomicFile::abort() noexcept {
+  if (done_) return;
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  ::unlink(tmp_.c_str());
+  done_ = true;
+}
+
+void write_file_atomic(const std::string& path, std::string_view content) {
+  AtomicFile f(path);
+  f.write(content);
+  f.commit();
+}
+
+std::string read_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw_errno("cannot open", path);
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      errno = e;
+      throw_errno("read failed for", path);
+    }
+    if (r == 0) break;
+    out.append(buf, static_cast<size_t>(r));
+  }
+  ::close(fd);
+  return out;
+}
+
+void fsync_fd(int fd, const std::string& path_for_errors) {
+  while (::fsync(fd) != 0) {
+    if (errno == EINTR) continue;
+    throw_errno("fsync failed for", path_for_errors);
+  }
+}
+
+void fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw_errno("cannot open directory", dir);
+  try {
+    fsync_fd(fd, dir);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+}
+
+std::string parent_dir(const std::string& path) {
+  auto pos = path.find_last_of('/');
+  if (pos == std::string::npos) return ".";
+  if (pos == 0) return "/";
+  return path.substr(0, pos);
+}
+
+}  // namespace openlm::fs

@@ -1,0 +1,60 @@
+#pragma once
+/// Crash-safe file replacement. A reader of `path` sees either the previous complete file or the new
+/// complete file, never a torn one: bytes go to `<path>.tmp`, which is fsync'd, renamed over `path`,
+/// and then the containing directory is fsync'd so the rename itself survives a power loss.
+/// Torch-free (the safetensors writer and the fuzz build use it).
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace openlm::fs {
+
+/// Writes one file atomically in pieces. Usage: construct, write() any number of times, commit().
+/// If commit() is never reached (an exception, a disk-full error), the destructor removes the
+/// temporary file and the previous `path`, if any, is left untouched.
+class AtomicFile {
+ public:
+  /// Creates/truncates `<path>.tmp` (mode 0644). Throws IoError naming the temporary path.
+  explicit AtomicFile(std::string path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  /// Appends `n` bytes; loops over short writes and EINTR. Throws IoError (e.g. ENOSPC, EFBIG)
+  /// naming the temporary path.
+  void write(const void* data, size_t n);
+  void write(std::string_view s) { write(s.data(), s.size()); }
+  /// Bytes written so far.
+  uint64_t size() const { return size_; }
+  /// fsync the data, close, rename over the destination, fsync the directory.
+  void commit();
+  /// Removes the temporary file without touching the destination (idempotent).
+  void abort() noexcept;
+
+  const std::string& path() const { return path_; }
+  const std::string& tmp_path() const { return tmp_; }
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+  bool done_ = false;
+};
+
+/// Replaces `path` by `content` atomically (the AtomicFile protocol in one call).
+void write_file_atomic(const std::string& path, std::string_view content);
+
+/// Reads a whole (small) file. Throws IoError naming the path.
+std::string read_file(const std::string& path);
+
+/// fsync an open descriptor; throws IoError naming `path_for_errors`.
+void fsync_fd(int fd, const std::string& path_for_errors);
+
+/// fsync a directory so that renames and creations inside it are durable.
+void fsync_dir(const std::string& dir);
+
+/// The directory part of `path` ("." when there is none).
+std::string parent_dir(const std::string& path);
+
+}  // namespace openlm::fs
