@@ -1,0 +1,53 @@
+#pragma once
+/// Data preparation behind `openlm data tokenize|convert|stats`. Torch-free.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data_loader/manifest.h"
+
+namespace openlm::data {
+
+struct TokenizeOptions {
+  std::vector<std::string> inputs;  ///< .txt (documents separated by blank lines) or .jsonl ("text")
+  std::string tokenizer_type = "sentencepiece";
+  std::string tokenizer_path;
+  int64_t seq_len = 0;              ///< model seq_len: sequences of seq_len + 1 tokens are written
+  std::string output_dir;
+  int64_t shard_sequences = 8192;   ///< sequences per shard
+};
+
+struct TokenizeResult {
+  int64_t documents = 0, tokens = 0, sequences = 0, shards = 0;
+  int64_t dropped_tail_tokens = 0;  ///< tokens after the last full sequence (dropped, not padded)
+};
+
+/// Encodes every document, appends the tokenizer's eos id after each, concatenates all documents
+/// in input order and cuts the stream into non-overlapping sequences of seq_len + 1 tokens (the
+/// OpenLM/DCLM layout). The incomplete tail is dropped. Writes native shards shard_00000000.olmtok,
+/// ... and manifest.jsonl into output_dir (created if needed). Throws ConfigError/DataError/IoError.
+TokenizeResult tokenize_to_native(const TokenizeOptions& opt);
+
+/// Splits text into documents at blank lines (lines holding only whitespace); exposed for tests.
+std::vector<std::string> split_documents(const std::string& text);
+
+/// Converts every shard of a manifest to `to` in output_dir (same shard names, same sequence order,
+/// same manifest). Tar -> native requires equal-length, non-negative sequences (error naming the
+/// member otherwise); dtype from vocab_size if > 0, else from the largest id. Native -> tar writes
+/// members <shard>_<index:08>.json.gz. Returns the number of sequences written.
+int64_t convert_manifest(const std::string& manifest, const std::string& output_dir, ShardFormat to,
+                         int64_t vocab_size = 0);
+
+struct ManifestStats {
+  std::string format;  ///< "openlm-tar", "native" or "mixed"
+  int64_t num_shards = 0, num_sequences = 0, num_tokens = 0;
+  int64_t seq_len = 0;  ///< tokens per stored sequence (the longest when lengths differ)
+  int64_t min_seq_len = 0, max_seq_len = 0;
+  int64_t max_token_id = -1, min_token_id = 0;
+};
+
+/// Reads every member of every shard (verifying native checksums and manifest counts) with
+/// `threads` threads. Throws DataError naming the shard (and member) on corruption.
+ManifestStats compute_stats(const std::string& manifest, int threads = 1);
+
+}  // namespace openlm::data

@@ -1,0 +1,53 @@
+#pragma once
+/// Decoding of OpenLM shard members into token ids: gzip inflate (libdeflate), a hand-rolled JSON
+/// integer-list scanner, and the legacy Python-list text format. Torch-free and fuzzed
+/// (fuzz/data_tokens.cpp). Every error is a DataError naming `label` (shard/member).
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace openlm::data {
+
+/// How a tar member's bytes are encoded, from its name.
+enum class MemberKind {
+  JsonGz,   ///< <key>.json.gz: gzip of a JSON list of ints (current OpenLM/DCLM tools)
+  Json,     ///< <key>.json: a plain JSON list of ints
+  Txt,      ///< <key>.txt: Python-list text; non-int elements (e.g. '<|endoftext|>') read as 0
+  Other     ///< anything else (ignored by the reader, like webdataset ignores unknown keys)
+};
+MemberKind member_kind(const std::string& name);
+
+/// Inflates one or more concatenated gzip members into `out` (resized to the output length).
+/// Output is capped at `max_out` bytes (default 1 GiB) so that corrupt size fields cannot exhaust
+/// memory.
+void gunzip(const uint8_t* data, size_t n, std::vector<uint8_t>& out, const std::string& label,
+            size_t max_out = size_t(1) << 30);
+
+/// gzip-compresses `n` bytes (libdeflate, compression level 1..12; 6 matches Python's default 9
+/// closely in size and is much faster).
+std::vector<uint8_t> gzip_compress(const void* data, size_t n, int level = 6);
+
+/// Parses `[int, int, ...]` (JSON whitespace allowed, empty list allowed) and appends to out.
+/// Rejects floats, strings, nesting, trailing garbage and values outside int64.
+void parse_json_int_list(const char* s, size_t n, std::vector<int64_t>& out, const std::string& label);
+
+/// Parses the legacy Python-list text: ints, quoted strings and bare words (None, ...) where any
+/// non-int element becomes 0 (OpenLM's rule for "<|endoftext|>").
+void parse_python_list(const char* s, size_t n, std::vector<int64_t>& out, const std::string& label);
+
+/// Formats ids as compact JSON "[1, 2, 3]" (the spacing Python's json.dumps uses).
+std::string format_json_int_list(const int64_t* ids, size_t n);
+
+/// Per-thread scratch buffers for decode_member (reused to avoid allocation per member).
+struct DecodeScratch {
+  std::vector<uint8_t> raw;
+  std::vector<uint8_t> inflated;
+};
+
+/// Decodes one member's bytes by its kind into `out` (cleared first). Throws DataError for
+/// MemberKind::Other.
+void decode_member(MemberKind kind, const uint8_t* data, size_t n, std::vector<int64_t>& out,
+                   DecodeScratch& scratch, const std::string& label);
+
+}  // namespace openlm::data
