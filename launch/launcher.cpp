@@ -46,29 +46,33 @@ class SignalScope {
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    for (int i = 0; i < 3; ++i) ::sigaction(kSignals[i], &sa, &old_[i]);
+    for (int i = 0; i < kCount; ++i) ::sigaction(kSignals[i], &sa, &old_[i]);
   }
   ~SignalScope() {
-    for (int i = 0; i < 3; ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
+    for (int i = 0; i < kCount; ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
     ::close(g_sig_pipe[0]);
     ::close(g_sig_pipe[1]);
     g_sig_pipe[0] = g_sig_pipe[1] = -1;
   }
-  /// Returns SIGINT/SIGTERM if one arrived since the last call (SIGCHLD only wakes the loop).
-  int drain() {
+  /// Returns SIGINT/SIGTERM if one arrived since the last call (SIGCHLD only wakes the loop);
+  /// SIGUSR1/SIGUSR2 (e.g. Slurm's "checkpoint now" warning) go to `passthrough`.
+  int drain(std::vector<int>* passthrough = nullptr) {
     unsigned char buf[64];
     int got = 0;
     ssize_t n;
     while ((n = ::read(g_sig_pipe[0], buf, sizeof buf)) > 0)
-      for (ssize_t i = 0; i < n; ++i)
+      for (ssize_t i = 0; i < n; ++i) {
         if (buf[i] == SIGINT || buf[i] == SIGTERM) got = buf[i];
+        if ((buf[i] == SIGUSR1 || buf[i] == SIGUSR2) && passthrough) passthrough->push_back(buf[i]);
+      }
     return got;
   }
   int fd() const { return g_sig_pipe[0]; }
 
  private:
-  static constexpr int kSignals[3] = {SIGINT, SIGTERM, SIGCHLD};
-  struct sigaction old_[3];
+  static constexpr int kCount = 5;
+  static constexpr int kSignals[kCount] = {SIGINT, SIGTERM, SIGCHLD, SIGUSR1, SIGUSR2};
+  struct sigaction old_[kCount];
 };
 
 struct Child {
@@ -145,6 +149,8 @@ void spawn(const LaunchOptions& o, const std::string& addr, int port, int restar
   sigaddset(&block, SIGINT);
   sigaddset(&block, SIGTERM);
   sigaddset(&block, SIGCHLD);
+  sigaddset(&block, SIGUSR1);
+  sigaddset(&block, SIGUSR2);
   ::sigprocmask(SIG_BLOCK, &block, &saved);
   pid_t pid = ::fork();
   if (pid != 0) ::sigprocmask(SIG_SETMASK, &saved, nullptr);
@@ -159,6 +165,8 @@ void spawn(const LaunchOptions& o, const std::string& addr, int port, int restar
     ::sigaction(SIGINT, &dfl, nullptr);
     ::sigaction(SIGTERM, &dfl, nullptr);
     ::sigaction(SIGCHLD, &dfl, nullptr);
+    ::sigaction(SIGUSR1, &dfl, nullptr);
+    ::sigaction(SIGUSR2, &dfl, nullptr);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -200,7 +208,14 @@ class Group {
     signal = 0;
     while (any_running()) {
       poll_once(200);
-      if (int s = sigs_.drain()) {
+      std::vector<int> passthrough;
+      int stop_sig = sigs_.drain(&passthrough);
+      for (int s : passthrough) {
+        log::info("openlm launch: forwarding {} to {} rank(s)", signal_name(s), count_running());
+        for (auto& c : children_)
+          if (c.running) ::kill(-c.pid, s);
+      }
+      if (int s = stop_sig) {
         signal = s;
         log::warn("openlm launch: received {}, forwarding to {} rank(s)", signal_name(s), count_running());
         stop(s);

@@ -1,7 +1,8 @@
 #pragma once
 /// A torchrun-style process supervisor (no LibTorch): starts `nproc_per_node` copies of a command on
 /// this node with the rank variables a distributed program reads (see core/dist_env.h), prefixes
-/// every output line with the child's rank, forwards SIGINT/SIGTERM, and when one child fails stops
+/// every output line with the child's rank, forwards SIGINT/SIGTERM (then stops the group) and
+/// SIGUSR1/SIGUSR2 (passed through, e.g. a "checkpoint now" request), and when one child fails stops
 /// the others (SIGTERM to each child's process group, SIGKILL after a grace period) and either
 /// restarts the whole group or reports which rank failed and how.
 ///
@@ -50,7 +51,7 @@ struct LaunchResult {
 /// Checks the options; throws ConfigError naming the flag (e.g. "--node-rank") when invalid.
 void validate(const LaunchOptions& opts);
 
-/// Runs the group to completion (with restarts). Blocks; installs SIGINT/SIGTERM/SIGCHLD handlers
+/// Runs the group to completion (with restarts). Blocks; installs SIGINT/SIGTERM/SIGCHLD/SIGUSR1/2 handlers
 /// for the duration and restores the previous ones. Throws IoError when a child cannot be started
 /// (fork/pipe failure); a command that cannot be executed is a child exiting with status 127.
 LaunchResult run(const LaunchOptions& opts);

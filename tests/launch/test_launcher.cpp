@@ -265,3 +265,21 @@ TEST(LaunchCli, ForwardsSigint) {
   EXPECT_NE(text.find("[rank1]: got-INT"), std::string::npos) << text;
   EXPECT_NE(text.find("stopped by SIGINT"), std::string::npos) << text;
 }
+
+TEST(LaunchCli, PassesSigusr1ThroughWithoutStopping) {
+  TempDir dir;
+  std::string log = dir.file("log");
+  std::string script = "trap 'echo got-USR1; exit 0' USR1; echo ready; while true; do sleep 0.05; done";
+  pid_t pid = start_cli({"launch", "--nproc-per-node", "2", "--standalone", "--", "/bin/sh", "-c", script}, log);
+  auto end = Clock::now() + std::chrono::seconds(10);
+  while (Clock::now() < end) {
+    std::string t = slurp(log);
+    if (t.find("[rank0]: ready") != std::string::npos && t.find("[rank1]: ready") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_exit(pid, 10), 0);  // the ranks handled it and finished normally
+  std::string text = slurp(log);
+  EXPECT_NE(text.find("[rank0]: got-USR1"), std::string::npos) << text;
+  EXPECT_NE(text.find("[rank1]: got-USR1"), std::string::npos) << text;
+}
