@@ -66,6 +66,7 @@ struct DataSourceConfig {
 
 struct DataConfig {
   std::vector<DataSourceConfig> manifests;
+  bool default_corpus = false;         ///< use the embedded default corpus (built on first use)
   bool replacement = false;            ///< sample with replacement (default: without, like OpenLM)
   std::string on_epoch_end = "next_epoch";  ///< next_epoch (reshuffle with seed+epoch) | stop
   bool skip_corrupt = false;           ///< skip and count bad records instead of failing

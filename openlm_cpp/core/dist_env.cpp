@@ -240,7 +240,10 @@ std::vector<std::string> expand_nodelist(const std::string& nodelist, size_t max
         ++pos;
         std::vector<Range> ranges = parse_brackets(item, pos, nodelist);
         unsigned long long n = 0;
-        for (const Range& r : ranges) n += r.hi - r.lo + 1;
+        for (const Range& r : ranges) {
+          n += r.hi - r.lo + 1;  // each term < 1e18, so checking every step avoids overflow
+          if (n > max_hosts) break;
+        }
         if (n > max_hosts || partial.size() * n + hosts.size() > max_hosts)
           throw ConfigError(kEnvFile, "", 0,
                             fmt::format("host list '{}' expands to more than {} hosts", nodelist, max_hosts));

@@ -70,6 +70,7 @@ void fields(V& v, DataSourceConfig& c) {
 template <class V>
 void fields(V& v, DataConfig& c) {
   v("manifests", c.manifests);
+  v("default_corpus", c.default_corpus);
   v("replacement", c.replacement);
   v("on_epoch_end", c.on_epoch_end);
   v("skip_corrupt", c.skip_corrupt);
@@ -479,6 +480,8 @@ void validate_train(const TrainConfig& c, const Origin& o) {
   if (c.checkpoint.keep_last < 1) o.fail("checkpoint.keep_last", "must be >= 1");
   if (c.data.num_workers < 1) o.fail("data.num_workers", "must be >= 1");
   if (c.data.prefetch < 1) o.fail("data.prefetch", "must be >= 1");
+  if (c.data.manifests.empty() && !c.data.default_corpus)
+    o.fail("data.manifests", "missing: list at least one manifest.jsonl (or set data.default_corpus: true)");
   for (std::size_t i = 0; i < c.data.manifests.size(); ++i)
     if (!(c.data.manifests[i].weight > 0))
       o.fail("data.manifests[" + std::to_string(i) + "].weight", "must be > 0");

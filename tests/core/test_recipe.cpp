@@ -29,6 +29,8 @@ schedule:
   warmup: 2
 max_steps: 10
 run_dir: /tmp/x
+data:
+  manifests: [{path: a/manifest.jsonl, weight: 0.7}, b/manifest.jsonl]
 )";
 /// Expects a ConfigError whose message contains every fragment.
 void expect_error(const std::string& text, std::initializer_list<std::string> fragments,
@@ -69,6 +71,10 @@ TEST(Recipe, GoodRecipeAndDefaults) {
   EXPECT_EQ(accumulation_steps(c, 2), 2);
   EXPECT_THROW(accumulation_steps(c, 3), ConfigError);
   EXPECT_DOUBLE_EQ(c.optim.beta2, 0.95);
+  ASSERT_EQ(c.data.manifests.size(), 2u);
+  EXPECT_DOUBLE_EQ(c.data.manifests[0].weight, 0.7);
+  EXPECT_EQ(c.data.manifests[1].path, "b/manifest.jsonl");
+  EXPECT_DOUBLE_EQ(c.data.manifests[1].weight, 1.0);
 }
 
 TEST(Recipe, OverridesAndModelOverrides) {
@@ -89,7 +95,7 @@ TEST(Recipe, ResolvedJsonLoadsBack) {
 }
 
 TEST(Recipe, UnknownKeyNamesFileKeyAndLine) {
-  expect_error(std::string(kGood) + "optim2:\n  lr: 1\n", {"bad.yaml:11", "optim2", "unknown key"});
+  expect_error(std::string(kGood) + "optim2:\n  lr: 1\n", {"bad.yaml:13", "optim2", "unknown key"});
   expect_error("model: open_lm_test_tiny\nbatch:\n  global_batch_size: 8\n  micro_bach_size: 2\n",
                {"bad.yaml:4", "batch.micro_bach_size", "unknown key"});
 }
@@ -104,6 +110,8 @@ TEST(Recipe, WrongTypes) {
 TEST(Recipe, MissingRequiredAndImpossibleValues) {
   expect_error("batch:\n  global_batch_size: 8\n  micro_batch_size: 2\nmax_steps: 3\n", {"model", "missing"});
   expect_error("model: open_lm_test_tiny\nmax_steps: 3\n", {"batch.global_batch_size", "missing"});
+  expect_error(std::string(kGood) + "  weight: 1\n", {"data.weight", "unknown key"});
+  expect_error(kGood, {"data.manifests[0].weight", "> 0"}, {"data.manifests=[{path: x, weight: -1}]"});
   expect_error(kGood, {"schedule.warmup", "exceeds"}, {"schedule.warmup=11"});
   expect_error(kGood, {"batch.global_batch_size", "multiple"}, {"batch.micro_batch_size=3"});
   expect_error(kGood, {"model.n_kv_heads", "divide"}, {"model.n_kv_heads=3", "model.n_heads=2"});
@@ -112,7 +120,7 @@ TEST(Recipe, MissingRequiredAndImpossibleValues) {
   expect_error(kGood, {"--set optim.beta2", "optim.beta2"}, {"optim.beta2=1.5"});
   expect_error("model:\n  name: open_lm_test_tiny\n  dim: 1\nbatch:\n  global_batch_size: 8\n  micro_batch_size: 2\nmax_steps: 3\n",
                {"bad.yaml:2", "model.n_heads", "exceeds"});
-  expect_error(std::string(kGood) + "max_steps: 4\n", {"bad.yaml:11", "max_steps", "duplicate"});
+  expect_error(std::string(kGood) + "max_steps: 4\n", {"bad.yaml:13", "max_steps", "duplicate"});
   expect_error("model: no_such_model\n", {"no_such_model", "known models"});
   expect_error("model: [unclosed\n", {"bad.yaml", "YAML syntax"});
 }

@@ -1,0 +1,147 @@
+#include "openlm_cpp/checkpoint/native_checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "openlm_cpp/checkpoint/atomic_file.h"
+#include "openlm_cpp/core/error.h"
+#include "openlm_cpp/core/log.h"
+
+namespace stdfs = std::filesystem;
+
+namespace openlm::checkpoint {
+namespace {
+
+int64_t step_of(const std::string& name) {
+  if (name.rfind("step_", 0) != 0) return -1;
+  try {
+    std::size_t pos = 0;
+    int64_t s = std::stoll(name.substr(5), &pos);
+    return pos == name.size() - 5 ? s : -1;
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
+/// Complete checkpoint directories, newest first.
+std::vector<std::pair<int64_t, std::string>> list_steps(const std::string& ckpt_root) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::error_code ec;
+  for (auto& e : stdfs::directory_iterator(ckpt_root, ec)) {
+    int64_t s = step_of(e.path().filename().string());
+    if (s >= 0 && e.is_directory()) out.emplace_back(s, e.path().string());
+  }
+  std::sort(out.rbegin(), out.rend());
+  return out;
+}
+
+}  // namespace
+
+std::string file_xxh64(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw_errno("cannot open", path);
+  XXH64_state_t* st = XXH64_createState();
+  XXH64_reset(st, 0);
+  std::vector<char> buf(1 << 22);
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      XXH64_freeState(st);
+      ::close(fd);
+      throw_errno("cannot read", path);
+    }
+    if (n == 0) break;
+    XXH64_update(st, buf.data(), static_cast<size_t>(n));
+  }
+  ::close(fd);
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(XXH64_digest(st)));
+  XXH64_freeState(st);
+  return hex;
+}
+
+std::string save_checkpoint(const std::string& run_dir, int64_t step, const CheckpointFiles& files,
+                            int64_t keep_last, int64_t keep_every) {
+  stdfs::path root = stdfs::path(run_dir) / "checkpoints";
+  stdfs::create_directories(root);
+  std::string name = "step_" + std::to_string(step);
+  stdfs::path final_dir = root / name;
+  stdfs::path tmp = root / (name + ".tmp-" + std::to_string(::getpid()));
+  stdfs::remove_all(tmp);
+  stdfs::create_directories(tmp);
+  nlohmann::json meta = files.metadata;
+  meta["step"] = step;
+  meta["files"] = nlohmann::json::object();
+  for (auto& [file, tensors] : files.tensor_files) {
+    std::string p = (tmp / file).string();
+    save_safetensors(p, tensors);  // atomic + fsync'd
+    meta["files"][file] = file_xxh64(p);
+  }
+  openlm::fs::write_file_atomic((tmp / "metadata.json").string(), meta.dump(2));
+  openlm::fs::fsync_dir(tmp.string());
+  // A checkpoint of the same step from an earlier (crashed) attempt is replaced.
+  if (stdfs::exists(final_dir)) stdfs::remove_all(final_dir);
+  std::error_code ec;
+  stdfs::rename(tmp, final_dir, ec);
+  if (ec) throw IoError("cannot rename '" + tmp.string() + "' to '" + final_dir.string() + "': " + ec.message());
+  openlm::fs::fsync_dir(root.string());
+  openlm::fs::write_file_atomic((root / "latest").string(), name + "\n");
+
+  // Retention: never delete the one just written.
+  auto steps = list_steps(root.string());
+  int64_t kept = 0;
+  for (auto& [s, dir] : steps) {
+    bool keep = kept < keep_last || s == step || (keep_every > 0 && s % keep_every == 0);
+    if (kept < keep_last) ++kept;
+    if (!keep) stdfs::remove_all(dir, ec);
+  }
+  return final_dir.string();
+}
+
+nlohmann::json verify_checkpoint(const std::string& dir) {
+  stdfs::path meta_path = stdfs::path(dir) / "metadata.json";
+  if (!stdfs::exists(meta_path)) throw DataError("checkpoint '" + dir + "' is incomplete: no metadata.json");
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(openlm::fs::read_file(meta_path.string()));
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError("checkpoint '" + dir + "': metadata.json is not valid JSON: " + e.what());
+  }
+  if (!meta.contains("files") || !meta["files"].is_object() || !meta.contains("step"))
+    throw DataError("checkpoint '" + dir + "': metadata.json lacks 'files' or 'step'");
+  for (auto& [file, sum] : meta["files"].items()) {
+    stdfs::path p = stdfs::path(dir) / file;
+    if (!stdfs::exists(p)) throw DataError("checkpoint '" + dir + "' is incomplete: missing " + file);
+    std::string got = file_xxh64(p.string());
+    if (got != sum.get<std::string>())
+      throw DataError("checkpoint '" + dir + "': checksum mismatch in " + file + " (expected " +
+                      sum.get<std::string>() + ", got " + got + ")");
+  }
+  return meta;
+}
+
+std::string resolve_checkpoint(const std::string& run_dir, const std::string& spec) {
+  if (spec != "latest") {
+    verify_checkpoint(spec);
+    return spec;
+  }
+  // The newest verified step directory wins; `latest` normally names it, but a crash between the
+  // rename and the pointer update leaves a newer complete one, which is just as good.
+  std::vector<std::string> candidates;
+  for (auto& [s, dir] : list_steps((stdfs::path(run_dir) / "checkpoints").string())) candidates.push_back(dir);
+  for (auto& dir : candidates) {
+    try {
+      verify_checkpoint(dir);
+      return dir;
+    } catch (const DataError& e) {
+      log::warn("skipping checkpoint: {}", e.what());
+    }
+  }
+  return "";
+}
+
+}  // namespace openlm::checkpoint

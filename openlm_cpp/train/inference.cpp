@@ -1,0 +1,80 @@
+#include "openlm_cpp/train/inference.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+
+#include "openlm_cpp/checkpoint/atomic_file.h"
+#include "openlm_cpp/checkpoint/tensor_file.h"
+#include "openlm_cpp/core/error.h"
+#include "openlm_cpp/core/recipe.h"
+#include "openlm_cpp/train/trainer.h"
+
+namespace stdfs = std::filesystem;
+
+namespace openlm {
+namespace {
+
+/// The resolved config of a run: <dir>/config.json, a checkpoint's metadata.json "config", or
+/// those of the parent directories (a checkpoint inside a run).
+TrainConfig find_config(const stdfs::path& start) {
+  for (stdfs::path d = start; !d.empty(); d = d.parent_path()) {
+    if (stdfs::exists(d / "metadata.json")) {
+      auto meta = nlohmann::json::parse(openlm::fs::read_file((d / "metadata.json").string()));
+      if (meta.contains("config")) {
+        stdfs::path tmp = stdfs::temp_directory_path() / ("openlm_cfg_" + std::to_string(::getpid()) + ".json");
+        openlm::fs::write_file_atomic(tmp.string(), meta["config"].dump());
+        TrainConfig c = load_train_recipe(tmp.string());
+        stdfs::remove(tmp);
+        return c;
+      }
+    }
+    if (stdfs::exists(d / "config.json")) return load_train_recipe((d / "config.json").string());
+    if (d == d.parent_path()) break;
+  }
+  throw ConfigError(start.string(), "", 0, "no config.json or checkpoint metadata.json found here or above");
+}
+
+}  // namespace
+
+LoadedModel load_for_inference(const std::string& source, const std::string& tokenizer_override) {
+  LoadedModel out;
+  stdfs::path p(source);
+  if (!stdfs::exists(p)) throw ConfigError(source, "", 0, "no such file or directory");
+  out.config = find_config(stdfs::is_directory(p) ? p : p.parent_path());
+  out.model = std::make_unique<Transformer>(out.config.model, 0);
+  auto tensors = checkpoint::load_safetensors(find_weights(source));
+  out.model->load_named(NamedTensors(tensors.begin(), tensors.end()));
+  if (at::hasCUDA()) out.model->to(at::Device(at::kCUDA, 0), at::kFloat);
+  out.model->train(false);
+  std::string tok = tokenizer_override.empty() ? out.config.tokenizer.path : tokenizer_override;
+  if (!tok.empty()) out.tokenizer = load_tokenizer(out.config.tokenizer.type, tok);
+  return out;
+}
+
+EvalResult evaluate_sequences(Transformer& model, const std::vector<std::vector<int64_t>>& seqs) {
+  at::NoGradGuard no_grad;
+  model.train(false);
+  double sum = 0;
+  EvalResult r;
+  const int64_t V = model.config().vocab_size;
+  for (std::size_t i = 0; i < seqs.size(); ++i) {
+    auto s = seqs[i];
+    if (static_cast<int64_t>(s.size()) > model.config().seq_len + 1) s.resize(model.config().seq_len + 1);
+    if (s.size() < 2) continue;
+    for (auto id : s)
+      if (id < 0 || id >= V)
+        throw DataError("sequence " + std::to_string(i + 1) + ": token id " + std::to_string(id) +
+                        " outside the vocabulary [0, " + std::to_string(V) + ")");
+    at::Tensor t = at::tensor(s, at::kLong).view({1, -1}).to(model.device());
+    at::Tensor logits = model.forward(t.slice(1, 0, -1)).to(at::kFloat);
+    at::Tensor ce = at::cross_entropy_loss(logits.view({-1, V}), t.slice(1, 1).reshape({-1}), {},
+                                           at::Reduction::Sum, -100);
+    sum += ce.item<double>();
+    r.tokens += static_cast<int64_t>(s.size()) - 1;
+  }
+  r.loss = r.tokens > 0 ? sum / static_cast<double>(r.tokens) : 0.0;
+  return r;
+}
+
+}  // namespace openlm

@@ -1,0 +1,314 @@
+#include "openlm_cpp/train/trainer.h"
+
+#include <ATen/ATen.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cmath>
+#include <filesystem>
+
+#include "data_loader/batch_source.h"
+#include "openlm_cpp/checkpoint/atomic_file.h"
+#include "openlm_cpp/checkpoint/native_checkpoint.h"
+#include "openlm_cpp/checkpoint/tensor_file.h"
+#include "openlm_cpp/core/dist_env.h"
+#include "openlm_cpp/core/error.h"
+#include "openlm_cpp/core/log.h"
+#include "openlm_cpp/core/recipe.h"
+#include "openlm_cpp/model/model_stats.h"
+#include "openlm_cpp/model/transformer.h"
+#include "openlm_cpp/optim/adamw.h"
+#include "openlm_cpp/optim/schedule.h"
+#include "openlm_cpp/tokenizer/tokenizer.h"
+#include "openlm_cpp/train/default_corpus.h"
+#include "openlm_cpp/train/generate.h"
+#include "openlm_cpp/train/loss.h"
+#include "openlm_cpp/train/metrics.h"
+
+namespace stdfs = std::filesystem;
+
+namespace openlm {
+namespace {
+
+std::atomic<int> g_signal{0};
+extern "C" void on_preempt(int sig) { g_signal = sig; }
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+bool is_amp(const std::string& p) { return p == "amp_bfloat16" || p == "amp_bf16"; }
+
+/// Everything one run holds, built by `build()`.
+struct Run {
+  TrainConfig cfg;
+  DistEnv env;
+  at::Device device{at::kCPU};
+  std::unique_ptr<Transformer> model;
+  std::unique_ptr<AdamW> opt;
+  std::unique_ptr<data::BatchSource> data;
+  MetricsFanout sinks;
+  int64_t accum = 1;
+  int64_t total = 0;     // optimizer steps the schedule spans
+  int64_t start = 0;     // completed steps at start (resume)
+  int64_t tokens_seen = 0;
+};
+
+checkpoint::NamedTensors model_tensors(const Transformer& m) {
+  checkpoint::NamedTensors out;
+  for (auto& [n, t] : m.named_parameters()) out.emplace_back(n, t.detach());
+  return out;
+}
+
+/// Loads weights from a safetensors file / run dir / checkpoint dir into the model.
+void load_weights_into(Transformer& m, const std::string& src) {
+  std::string path = find_weights(src);
+  auto tensors = checkpoint::load_safetensors(path);
+  NamedTensors named(tensors.begin(), tensors.end());
+  try {
+    m.load_named(named);
+  } catch (const DataError& e) {
+    throw DataError("'" + path + "': " + e.what());
+  }
+}
+
+void save_checkpoint(Run& r, int64_t step) {
+  checkpoint::CheckpointFiles f;
+  f.tensor_files.emplace_back("model.safetensors", model_tensors(*r.model));
+  checkpoint::NamedTensors opt_state;
+  for (auto& [n, t] : r.opt->state()) opt_state.emplace_back(n, t);
+  f.tensor_files.emplace_back("optim.safetensors", opt_state);
+  f.metadata = {{"tokens_seen", r.tokens_seen},
+                {"world_size", r.env.world_size},
+                {"strategy", r.cfg.parallel.strategy},
+                {"optimizer_steps", r.opt->steps()},
+                {"data_state", r.data->state()},
+                {"config", to_json(r.cfg)}};
+  std::string dir = checkpoint::save_checkpoint(r.cfg.run_dir, step, f, r.cfg.checkpoint.keep_last,
+                                                r.cfg.checkpoint.keep_every);
+  log::info("checkpoint saved: {}", dir);
+}
+
+void resume(Run& r) {
+  if (r.cfg.resume.empty()) return;
+  std::string dir = checkpoint::resolve_checkpoint(r.cfg.run_dir, r.cfg.resume);
+  if (dir.empty()) {
+    log::info("resume: no checkpoint in {} yet, starting from scratch", r.cfg.run_dir);
+    return;
+  }
+  auto meta = checkpoint::verify_checkpoint(dir);
+  load_weights_into(*r.model, (stdfs::path(dir) / "model.safetensors").string());
+  auto st = checkpoint::load_safetensors((stdfs::path(dir) / "optim.safetensors").string());
+  std::vector<std::pair<std::string, at::Tensor>> state;
+  for (auto& [n, t] : st) state.emplace_back(n, t.to(r.device));
+  r.opt->load_state(state, meta.at("optimizer_steps").get<int64_t>());
+  r.data->restore(meta.at("data_state"));
+  r.start = meta.at("step").get<int64_t>();
+  r.tokens_seen = meta.value("tokens_seen", int64_t{0});
+  log::info("resumed from {} at step {}", dir, r.start);
+}
+
+/// Relative data/tokenizer paths: the working directory first, then the recipe's directory.
+std::string resolve_path(const std::string& p, const TrainConfig& cfg) {
+  if (p.empty() || stdfs::path(p).is_absolute()) return p;
+  if (stdfs::exists(p)) return stdfs::absolute(p).lexically_normal().string();
+  stdfs::path beside = stdfs::path(cfg.source_file).parent_path() / p;
+  if (stdfs::exists(beside)) return stdfs::absolute(beside).lexically_normal().string();
+  return p;  // the loader reports it missing, by this name
+}
+
+/// Fills in the default corpus and makes paths absolute, so the resolved config works anywhere.
+TrainConfig resolve_inputs(TrainConfig cfg) {
+  if (cfg.data.default_corpus) {
+    auto dc = ensure_default_corpus(cfg.model.seq_len, cfg.model.vocab_size);
+    cfg.data.manifests = {{dc.manifest, 1.0}};
+    if (cfg.tokenizer.path.empty()) cfg.tokenizer.path = dc.tokenizer;
+    cfg.data.default_corpus = false;
+  }
+  for (auto& m : cfg.data.manifests) m.path = resolve_path(m.path, cfg);
+  cfg.tokenizer.path = resolve_path(cfg.tokenizer.path, cfg);
+  return cfg;
+}
+
+Run build(const TrainConfig& cfg_in) {
+  Run r;
+  r.cfg = resolve_inputs(cfg_in);
+  const TrainConfig& cfg = r.cfg;
+  r.env = detect_dist_env();
+  if (r.env.world_size > 1)
+    throw ConfigError(cfg.source_file, "parallel.strategy", 0,
+                      "multi-rank training (world size " + std::to_string(r.env.world_size) +
+                          ") is not available in this build yet; run one process");
+  r.accum = accumulation_steps(cfg, r.env.world_size);
+  r.total = total_steps(cfg);
+  if (at::hasCUDA()) r.device = at::Device(at::kCUDA, r.env.local_rank);
+
+  r.model = std::make_unique<Transformer>(cfg.model, cfg.seed);
+  if (!cfg.init_from.empty()) {
+    load_weights_into(*r.model, cfg.init_from);
+    log::info("initialised weights from {}", cfg.init_from);
+  }
+  at::ScalarType pdt = cfg.precision == "pure_bf16" ? at::kBFloat16 : at::kFloat;
+  r.model->to(r.device, pdt);
+  if (is_amp(cfg.precision)) r.model->set_compute_dtype(at::kBFloat16);
+  r.model->set_grad_checkpointing(cfg.grad_checkpointing);
+
+  std::vector<AdamW::Param> params;
+  for (auto& [n, t] : r.model->named_parameters()) {
+    bool dup = false;
+    for (auto& p : params) dup |= p.value.is_same(t);
+    if (dup) continue;
+    params.push_back({n, t, !(cfg.optim.wd_exclude_norms_biases_embeddings && is_no_decay_name(n))});
+  }
+  r.opt = std::make_unique<AdamW>(std::move(params), cfg.optim);
+
+  data::LoaderOptions lo;
+  lo.cfg = cfg.data;
+  lo.base_dir = stdfs::path(cfg.source_file).parent_path().string();
+  lo.seq_len = cfg.model.seq_len;
+  lo.vocab_size = cfg.model.vocab_size;
+  lo.global_batch_size = cfg.batch.global_batch_size;
+  lo.micro_batch_size = cfg.batch.micro_batch_size;
+  lo.rank = r.env.rank;
+  lo.world_size = r.env.world_size;
+  lo.seed = cfg.seed;
+  if (cfg.data.manifests.empty())
+    throw ConfigError(cfg.source_file, "data.manifests", 0, "missing: list at least one manifest.jsonl");
+  r.data = data::make_batch_source(lo);
+  return r;
+}
+
+std::string sample_text(Run& r) {
+  const auto& g = r.cfg.generate;
+  if (g.prompt.empty() || r.cfg.tokenizer.path.empty() || g.max_new_tokens == 0) return "";
+  auto tok = load_tokenizer(r.cfg.tokenizer.type, r.cfg.tokenizer.path);
+  auto ids32 = tok->encode(g.prompt);
+  std::vector<int64_t> ids(ids32.begin(), ids32.end());
+  SampleOptions so;
+  so.max_new_tokens = g.max_new_tokens;
+  so.temperature = g.temperature;
+  so.top_k = g.top_k;
+  so.top_p = g.top_p;
+  so.seed = r.cfg.seed;
+  so.stop_token = tok->eos_id();
+  auto out = generate(*r.model, ids, so);
+  std::vector<int32_t> o32(out.begin(), out.end());
+  return tok->decode(o32);
+}
+
+}  // namespace
+
+std::string find_weights(const std::string& src) {
+  stdfs::path p(src);
+  if (stdfs::is_regular_file(p)) return p.string();
+  if (stdfs::exists(p / "model.safetensors")) return (p / "model.safetensors").string();
+  throw ConfigError(src, "init_from", 0, "no model.safetensors found (expected a run directory, a checkpoint "
+                                         "directory or a .safetensors file)");
+}
+
+TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
+  Run r = build(cfg_in);
+  const TrainConfig& cfg = r.cfg;
+  const bool rank0 = r.env.rank == 0;
+  stdfs::create_directories(cfg.run_dir);
+  if (rank0) openlm::fs::write_file_atomic((stdfs::path(cfg.run_dir) / "config.json").string(), to_json(cfg).dump(2) + "\n");
+  resume(r);
+
+  const int64_t last = opt.stop_at_step > 0 ? std::min(opt.stop_at_step, r.total) : r.total;
+  if (rank0) {
+    r.sinks.add(make_jsonl_sink((stdfs::path(cfg.run_dir) / "metrics.jsonl").string(), r.start));
+    if (!opt.quiet) r.sinks.add(make_console_sink(cfg.logging.every_steps, r.total));
+    if (cfg.logging.tensorboard) r.sinks.add(make_tensorboard_sink((stdfs::path(cfg.run_dir) / "tensorboard").string()));
+  }
+  const auto counts = count_params(cfg.model);
+  const double fpt = flops_per_token(cfg.model);
+  double peak = cfg.logging.peak_tflops > 0 ? cfg.logging.peak_tflops : (r.device.is_cuda() ? 989.0 : 0.0);
+  if (rank0)
+    log::info("model {}: {} params ({} non-embedding), {} steps x {} seqs x {} tokens, accumulation {}, {} on {}",
+              cfg.model.name, counts.total, counts.non_embedding, r.total, cfg.batch.global_batch_size,
+              cfg.model.seq_len, r.accum, cfg.precision, r.device.str());
+
+  auto prev_term = std::signal(SIGTERM, on_preempt);
+  auto prev_usr1 = std::signal(SIGUSR1, on_preempt);
+  TrainResult res;
+  res.run_dir = cfg.run_dir;
+  const std::string weights = (stdfs::path(cfg.run_dir) / "model.safetensors").string();
+  const double t_start = now_s();
+  int64_t step = r.start;
+  at::Tensor batch;
+  r.model->train(true);
+  while (step < last) {
+    const double t0 = now_s(), wait0 = r.data->wait_seconds();
+    const double lr = lr_at(cfg.schedule, cfg.optim.lr, step, r.total);
+    double loss_sum = 0, z_sum = 0;
+    bool exhausted = false;
+    for (int64_t micro = 0; micro < r.accum; ++micro) {
+      if (!r.data->next(batch)) {
+        exhausted = true;
+        break;
+      }
+      at::Tensor tokens = batch.to(r.device, /*non_blocking=*/true);
+      at::Tensor inputs = tokens.slice(1, 0, -1), targets = tokens.slice(1, 1);
+      LossParts lp = lm_loss(r.model->forward(inputs), targets, cfg.optim.z_loss);
+      (lp.total / static_cast<double>(r.accum)).backward();
+      loss_sum += lp.ce.item<double>();
+      z_sum += lp.z.item<double>();
+    }
+    if (exhausted) {
+      log::info("data exhausted after {} steps (data.on_epoch_end: stop)", step);
+      break;
+    }
+    const double loss = loss_sum / static_cast<double>(r.accum);
+    if (!std::isfinite(loss))
+      throw Error("loss is " + std::to_string(loss) + " at step " + std::to_string(step + 1) +
+                  "; stopping without writing weights (the last good ones on disk are kept: " + weights + ")");
+    std::vector<at::Tensor> grads;
+    for (auto& p : r.opt->params()) grads.push_back(p.value.grad());
+    double gnorm = grad_norm(grads);
+    clip_grads(grads, cfg.optim.grad_clip_norm, gnorm);
+    r.opt->step(lr);
+    for (auto& p : r.opt->params())
+      if (p.value.grad().defined()) p.value.mutable_grad().zero_();
+    ++step;
+    r.tokens_seen += cfg.batch.global_batch_size * cfg.model.seq_len;
+
+    const double dt = now_s() - t0;
+    const double tps = static_cast<double>(cfg.batch.global_batch_size * cfg.model.seq_len) / dt;
+    nlohmann::json m = {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
+                        {"tokens_per_s", tps}, {"tokens", r.tokens_seen}, {"step_time_s", dt},
+                        {"data_wait_s", r.data->wait_seconds() - wait0},
+                        {"elapsed_s", now_s() - t_start},
+                        {"eta_s", dt * static_cast<double>(last - step)}};
+    if (cfg.optim.z_loss > 0) m["z_loss"] = z_sum / static_cast<double>(r.accum);
+    if (peak > 0) m["mfu"] = tps / r.env.world_size * fpt / (peak * 1e12);
+    r.sinks.log(m);
+    res.last_loss = loss;
+
+    if (rank0 && cfg.logging.save_weights_every > 0 && step % cfg.logging.save_weights_every == 0)
+      checkpoint::save_safetensors(weights, model_tensors(*r.model));
+    bool preempted = g_signal != 0;
+    if ((cfg.checkpoint.every_steps > 0 && step % cfg.checkpoint.every_steps == 0) || step == last || preempted)
+      save_checkpoint(r, step);
+    if (preempted) {
+      log::warn("signal {} received: checkpoint saved at step {}, exiting", g_signal.load(), step);
+      break;
+    }
+  }
+  std::signal(SIGTERM, prev_term);
+  std::signal(SIGUSR1, prev_usr1);
+  res.steps_done = step;
+  if (rank0) {
+    checkpoint::save_safetensors(weights, model_tensors(*r.model));
+    res.weights_path = weights;
+    log::info("weights written to {}", weights);
+    if (step >= r.total && g_signal == 0) {
+      res.sample = sample_text(r);
+      if (!res.sample.empty()) log::info("sample: {}", res.sample);
+    }
+  }
+  g_signal = 0;
+  return res;
+}
+
+}  // namespace openlm
