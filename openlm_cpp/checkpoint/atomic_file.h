@@ -22,7 +22,9 @@ class AtomicFile {
   AtomicFile& operator=(const AtomicFile&) = delete;
 
   /// Appends `n` bytes; loops over short writes and EINTR. Throws IoError (e.g. ENOSPC, EFBIG)
-  /// naming the temporary path.
+  /// naming the temporary path. Large files are written back in 32 MiB chunks as they grow
+  /// (sync_file_range) and their pages dropped from the page cache, so commit()'s fsync has little
+  /// left to do and a checkpoint does not flood the page cache.
   void write(const void* data, size_t n);
   void write(std::string_view s) { write(s.data(), s.size()); }
   /// Bytes written so far.
@@ -36,9 +38,12 @@ class AtomicFile {
   const std::string& tmp_path() const { return tmp_; }
 
  private:
+  void write_behind();
   std::string path_, tmp_;
   int fd_ = -1;
   uint64_t size_ = 0;
+  uint64_t started_ = 0;  // bytes whose writeback has been started
+  uint64_t dropped_ = 0;  // bytes written back and dropped from the page cache
   bool done_ = false;
 };
 

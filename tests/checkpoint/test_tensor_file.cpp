@@ -251,6 +251,28 @@ TEST(TensorFile, LoadRejectsMalformedFileNamingIt) {
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
   }
   EXPECT_THROW(load_safetensors(dir + "/missing.safetensors"), openlm::IoError);
+  openlm::fs::write_file_atomic(path, "");  // zero-byte file: nothing to map
+  try {
+    load_safetensors(path);
+    ADD_FAILURE() << "empty file accepted";
+  } catch (const openlm::DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("shorter than the 8-byte"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_safetensors(dir), openlm::DataError);  // a directory is not a file
+  fs::remove_all(dir);
+}
+
+TEST(TensorFile, LargeFileThroughWriteBehind) {
+  // > 32 MiB so the writer's chunked write-behind (sync_file_range + page drop) runs several times.
+  auto dir = tmpdir("large");
+  at::Tensor big = at::randn({5, 3000000});  // 60 MB
+  at::Tensor small = at::arange(10, at::kLong);
+  save_safetensors(dir + "/l.safetensors", NamedTensors{{"big", big}, {"small", small}});
+  EXPECT_EQ(fs::file_size(dir + "/l.safetensors"), 8 + SafetensorsFile(dir + "/l.safetensors").header().header_len +
+                                                       60000000 + 80);
+  auto back = load_safetensors(dir + "/l.safetensors");
+  EXPECT_TRUE(same_bytes(back.at("big"), big));
+  EXPECT_TRUE(same_bytes(back.at("small"), small));
   fs::remove_all(dir);
 }
 
