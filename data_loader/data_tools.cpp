@@ -18,11 +18,8 @@
 #include "data_loader/token_codec.h"
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/core/log.h"
-#include "openlm_cpp/tokenizer/tokenizer.h"
 
 namespace openlm::data {
-namespace {
-
 void make_dirs(const std::string& dir) {
   std::string cur;
   std::stringstream ss(dir);
@@ -35,117 +32,17 @@ void make_dirs(const std::string& dir) {
   }
 }
 
-std::string join(const std::string& dir, const std::string& name) {
+std::string join_path(const std::string& dir, const std::string& name) {
   return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
 }
+
+namespace {
 
 bool ends_with(const std::string& s, const std::string& suf) {
   return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
 }
 
-std::string shard_name(int64_t i) {
-  char b[32];
-  std::snprintf(b, sizeof b, "shard_%08lld", static_cast<long long>(i));
-  return b;
-}
-
 }  // namespace
-
-std::vector<std::string> split_documents(const std::string& text) {
-  std::vector<std::string> docs;
-  std::string cur;
-  std::istringstream in(text);
-  std::string line;
-  auto flush = [&] {
-    if (!cur.empty()) docs.push_back(std::move(cur));
-    cur.clear();
-  };
-  while (std::getline(in, line)) {
-    if (line.find_first_not_of(" \t\r\f\v") == std::string::npos) {
-      flush();
-      continue;
-    }
-    if (!cur.empty()) cur += "\n";
-    cur += line;
-  }
-  flush();
-  return docs;
-}
-
-TokenizeResult tokenize_to_native(const TokenizeOptions& opt) {
-  if (opt.inputs.empty()) throw ConfigError("", "--input", 0, "no input files");
-  if (opt.seq_len <= 0) throw ConfigError("", "--seq-len", 0, "seq_len must be positive");
-  if (opt.shard_sequences <= 0) throw ConfigError("", "--shard-sequences", 0, "must be positive");
-  auto tok = load_tokenizer(opt.tokenizer_type, opt.tokenizer_path);
-  const int32_t eos = tok->eos_id();
-  if (eos < 0) throw ConfigError(opt.tokenizer_path, "eos_id", 0, "the tokenizer has no end-of-text id");
-  const int64_t L = opt.seq_len + 1;
-  const int dtype = native_dtype_bytes(tok->vocab_size());
-  make_dirs(opt.output_dir);
-
-  TokenizeResult res;
-  std::vector<ManifestEntry> manifest;
-  std::vector<int64_t> buf;  // tokens not yet cut into a sequence
-  std::unique_ptr<NativeShardWriter> w;
-  auto close_shard = [&] {
-    if (!w) return;
-    w->finish();
-    ManifestEntry e;
-    e.shard = shard_name(res.shards);
-    e.num_sequences = w->count();
-    manifest.push_back(e);
-    ++res.shards;
-    w.reset();
-  };
-  auto emit = [&](const int64_t* seq) {
-    if (!w) w = std::make_unique<NativeShardWriter>(join(opt.output_dir, shard_name(res.shards) + kNativeExt), dtype,
-                                                    L, tok->id());
-    w->append(seq, static_cast<size_t>(L));
-    ++res.sequences;
-    if (w->count() == opt.shard_sequences) close_shard();
-  };
-  auto add_doc = [&](const std::string& text) {
-    auto ids = tok->encode(text);
-    buf.insert(buf.end(), ids.begin(), ids.end());
-    buf.push_back(eos);
-    res.tokens += static_cast<int64_t>(ids.size()) + 1;
-    ++res.documents;
-    size_t used = 0;
-    while (buf.size() - used >= static_cast<size_t>(L)) {
-      emit(buf.data() + used);
-      used += static_cast<size_t>(L);
-    }
-    buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(used));
-  };
-  for (const auto& path : opt.inputs) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw_errno("cannot open input", path);
-    if (ends_with(path, ".jsonl")) {
-      std::string line;
-      int lineno = 0;
-      while (std::getline(in, line)) {
-        ++lineno;
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        auto j = nlohmann::json::parse(line, nullptr, false);
-        if (j.is_discarded() || !j.is_object() || !j.contains("text") || !j["text"].is_string())
-          throw DataError("input '" + path + "' line " + std::to_string(lineno) +
-                          ": expected a JSON object with a string \"text\"");
-        add_doc(j["text"].get<std::string>());
-      }
-    } else {
-      std::stringstream ss;
-      ss << in.rdbuf();
-      for (const auto& d : split_documents(ss.str())) add_doc(d);
-    }
-  }
-  close_shard();
-  res.dropped_tail_tokens = static_cast<int64_t>(buf.size());
-  if (manifest.empty())
-    throw DataError("tokenize: the inputs hold " + std::to_string(res.tokens) + " tokens, fewer than one sequence of " +
-                    std::to_string(L));
-  write_manifest(join(opt.output_dir, "manifest.jsonl"), manifest);
-  return res;
-}
 
 int64_t convert_manifest(const std::string& manifest_path, const std::string& output_dir, ShardFormat to,
                          int64_t vocab_size) {
@@ -184,14 +81,14 @@ int64_t convert_manifest(const std::string& manifest_path, const std::string& ou
       int dtype = native_dtype_bytes(vocab_size > 0 ? vocab_size : max_id + 1);
       std::string tokenizer;
       if (r->format() == ShardFormat::Native) tokenizer = NativeShard(e.path).header().tokenizer;
-      NativeShardWriter w(join(output_dir, base + kNativeExt), dtype, len, tokenizer);
+      NativeShardWriter w(join_path(output_dir, base + kNativeExt), dtype, len, tokenizer);
       for (int64_t i = 0; i < n; ++i) {
         r->read(i, ids, scratch);
         w.append(ids.data(), ids.size());
       }
       w.finish();
     } else {
-      TarWriter w(join(output_dir, base + ".tar"));
+      TarWriter w(join_path(output_dir, base + ".tar"));
       for (int64_t i = 0; i < n; ++i) {
         r->read(i, ids, scratch);
         std::string js = format_json_int_list(ids.data(), ids.size());
@@ -208,7 +105,7 @@ int64_t convert_manifest(const std::string& manifest_path, const std::string& ou
     out_entries.push_back(oe);
     total += n;
   }
-  write_manifest(join(output_dir, "manifest.jsonl"), out_entries);
+  write_manifest(join_path(output_dir, "manifest.jsonl"), out_entries);
   return total;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
-/// Data preparation behind `openlm data tokenize|convert|stats`. Torch-free.
+/// Data preparation behind `openlm data tokenize|convert|stats`. Torch-free. tokenize_to_native
+/// lives in data_tokenize.cpp (library openlm_data_prep) because it alone needs the tokenizer.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -49,5 +50,10 @@ struct ManifestStats {
 /// Reads every member of every shard (verifying native checksums and manifest counts) with
 /// `threads` threads. Throws DataError naming the shard (and member) on corruption.
 ManifestStats compute_stats(const std::string& manifest, int threads = 1);
+
+/// mkdir -p. Throws IoError.
+void make_dirs(const std::string& dir);
+/// dir + "/" + name (no doubled slash).
+std::string join_path(const std::string& dir, const std::string& name);
 
 }  // namespace openlm::data
