@@ -18,6 +18,8 @@ if(NOT OPENLM_GLOO_INCLUDE_DIR)
                       "(scripts/apt-packages.txt) or pass -DOPENLM_GLOO_INCLUDE_DIR=<dir>")
 endif()
 target_include_directories(openlm_parallel PRIVATE ${OPENLM_GLOO_INCLUDE_DIR})
+# ProcessGroupGloo.hpp is empty without it; TorchConfig's torch_cpu exports it, but make sure.
+target_compile_definitions(openlm_parallel PRIVATE USE_C10D_GLOO)
 
 if(TARGET torch_cuda)
   set(_nccl_hints ${NCCL_ROOT} $ENV{NCCL_ROOT})
