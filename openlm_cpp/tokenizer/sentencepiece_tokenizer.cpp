@@ -1,4 +1,4 @@
-// SentencePiece through the libopenlm_spm.so plugin, loaded with RTLD_LOCAL | RTLD_DEEPBIND
+// SentencePiece through the libopenlm_spm.so plugin, loaded into its own link-map namespace
 // (spm_plugin/spm_abi.h explains the protobuf clash that makes this necessary).
 #include <dlfcn.h>
 
@@ -47,7 +47,9 @@ const Plugin& plugin() {
     void* h = nullptr;
     std::string tried;
     for (auto& path : plugin_paths()) {
-      h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      // A link-map namespace of its own: SentencePiece, its embedded protobuf and its own
+      // libstdc++ instance never meet LibTorch's (RTLD_DEEPBIND alone breaks iostreams).
+      h = dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
       if (h) break;
       tried += "\n  " + path + ": " + dlerror();
     }

@@ -4,8 +4,9 @@
 /// Why a plugin: Debian's libsentencepiece embeds and exports its own protobuf-lite 3.14, while
 /// LibTorch pulls in libprotobuf 3.21. Linked into one executable, the two copies interpose on each
 /// other and the process crashes at start-up (or aborts on a version check). The plugin is loaded
-/// with dlopen(RTLD_LOCAL | RTLD_DEEPBIND) so that SentencePiece binds to its own protobuf and
-/// LibTorch to the system one.
+/// with dlmopen(LM_ID_NEWLM) into a link-map namespace of its own, so SentencePiece binds to its
+/// own protobuf (and its own libstdc++ instance) and LibTorch to the system one. Only plain C
+/// types cross this interface; memory is released on the side that allocated it.
 #include <stddef.h>
 
 #ifdef __cplusplus

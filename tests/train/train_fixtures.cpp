@@ -1,0 +1,56 @@
+#include "train_fixtures.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include "data_loader/manifest.h"
+#include "data_loader/native_shard.h"
+#include "openlm_cpp/core/recipe.h"
+
+namespace fs = std::filesystem;
+
+namespace openlm::testing {
+
+std::string temp_dir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("openlm_test_" + std::to_string(::getpid())) / name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+std::string write_counting_shards(const std::string& dir, int64_t n, int64_t seq_len, int64_t vocab, int shards) {
+  fs::create_directories(dir);
+  std::vector<data::ManifestEntry> entries;
+  uint64_t state = 12345;
+  int64_t per = (n + shards - 1) / shards;
+  for (int s = 0; s < shards; ++s) {
+    std::string name = "shard_" + std::to_string(s);
+    data::NativeShardWriter w(dir + "/" + name + data::kNativeExt, data::native_dtype_bytes(vocab), seq_len + 1, "test");
+    for (int64_t i = s * per; i < std::min(n, (s + 1) * per); ++i) {
+      state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+      int64_t start = static_cast<int64_t>((state >> 33) % static_cast<uint64_t>(vocab));
+      std::vector<int64_t> seq(seq_len + 1);
+      for (int64_t t = 0; t <= seq_len; ++t) seq[t] = (start + t) % vocab;
+      w.append(seq.data(), seq.size());
+    }
+    entries.push_back({name, w.count(), "", data::ShardFormat::Native});
+    w.finish();
+  }
+  data::write_manifest(dir + "/manifest.jsonl", entries);
+  return dir + "/manifest.jsonl";
+}
+
+TrainConfig tiny_recipe(const std::string& manifest, const std::string& run_dir, int64_t steps) {
+  std::string p = temp_dir("recipe") + "/tiny.yaml";
+  std::ofstream(p) << "model:\n  name: t\n  dim: 32\n  n_layers: 2\n  n_heads: 4\n  seq_len: 16\n  vocab_size: 64\n"
+                   << "data:\n  manifests: [{path: " << manifest << "}]\n"
+                   << "batch: {global_batch_size: 8, micro_batch_size: 4}\n"
+                   << "optim: {lr: 1.0e-2, z_loss: 1.0e-4}\nschedule: {warmup: 2}\n"
+                   << "max_steps: " << steps << "\nrun_dir: " << run_dir << "\nlogging: {tensorboard: false}\n";
+  return load_train_recipe(p);
+}
+
+}  // namespace openlm::testing
