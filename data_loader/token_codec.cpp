@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 
 #include "openlm_cpp/core/error.h"
@@ -24,22 +25,23 @@ struct Decompressor {
 inline bool is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
 /// Scans an optionally signed decimal integer at s[i]; advances i. Returns false if none or overflow.
+/// Up to 19 digits cannot overflow uint64, so the digit loop needs no overflow test.
 inline bool scan_int(const char* s, size_t n, size_t& i, int64_t& v) {
   bool neg = false;
   if (i < n && s[i] == '-') {
     neg = true;
     ++i;
   }
-  size_t start = i;
+  const size_t start = i, lim = std::min(n, start + 19);
   uint64_t acc = 0;
-  while (i < n) {
-    unsigned d = static_cast<unsigned char>(s[i]) - '0';
+  while (i < lim) {
+    unsigned d = static_cast<unsigned>(static_cast<unsigned char>(s[i])) - '0';
     if (d > 9) break;
-    if (acc > (UINT64_MAX - d) / 10) return false;
     acc = acc * 10 + d;
     ++i;
   }
   if (i == start) return false;
+  if (i < n && static_cast<unsigned>(static_cast<unsigned char>(s[i])) - '0' <= 9) return false;  // 20+ digits
   if (neg) {
     if (acc > uint64_t(INT64_MAX) + 1) return false;
     v = static_cast<int64_t>(0 - acc);
@@ -47,6 +49,35 @@ inline bool scan_int(const char* s, size_t n, size_t& i, int64_t& v) {
     if (acc > uint64_t(INT64_MAX)) return false;
     v = static_cast<int64_t>(acc);
   }
+  return true;
+}
+
+/// Fast path for the common case: 1..7 digits followed by a non-digit, with 8 readable bytes.
+/// Finds the digit count and converts with SWAR arithmetic (no per-digit branch, which
+/// mispredicts on the varying lengths of token ids). Returns false to fall back to scan_int.
+inline bool scan_int_fast(const char* s, size_t n, size_t& i, int64_t& v) {
+  size_t p = i;
+  bool neg = false;
+  if (p < n && s[p] == '-') {
+    neg = true;
+    ++p;
+  }
+  if (p + 8 > n) return false;
+  uint64_t c;
+  std::memcpy(&c, s + p, 8);  // little-endian: s[p] is the lowest byte
+  const uint64_t hi = 0xF0F0F0F0F0F0F0F0ULL, zeros = 0x3030303030303030ULL;
+  // a byte is a digit iff its high nibble is 3 and adding 6 keeps it 3 (i.e. low nibble <= 9);
+  // a carry out of a byte >= 0xFA only disturbs bytes after that (non-digit) byte
+  uint64_t nondigit = ((c & hi) ^ zeros) | (((c + 0x0606060606060606ULL) & hi) ^ zeros);
+  if (nondigit == 0) return false;  // 8+ digits
+  unsigned k = static_cast<unsigned>(__builtin_ctzll(nondigit)) / 8;
+  if (k == 0) return false;
+  uint64_t d = (c << (8 * (8 - k))) & 0x0F0F0F0F0F0F0F0FULL;  // right-align: leading zero digits
+  d = ((d * 2561) >> 8) & 0x00FF00FF00FF00FFULL;
+  d = ((d * 6553601) >> 16) & 0x0000FFFF0000FFFFULL;
+  d = (d * 42949672960001ULL) >> 32;
+  v = neg ? -static_cast<int64_t>(d) : static_cast<int64_t>(d);
+  i = p + k;
   return true;
 }
 
@@ -119,10 +150,14 @@ void parse_json_int_list(const char* s, size_t n, std::vector<int64_t>& out, con
   } else {
     while (true) {
       int64_t v;
-      if (!scan_int(s, n, i, v)) bad(label, "expected an integer token id", i);
+      if (!scan_int_fast(s, n, i, v) && !scan_int(s, n, i, v)) bad(label, "expected an integer token id", i);
       if (i < n && (s[i] == '.' || s[i] == 'e' || s[i] == 'E'))
         bad(label, "token id is not an integer", i);
       out.push_back(v);
+      if (i + 2 < n && s[i] == ',' && s[i + 1] == ' ' && s[i + 2] != ' ') {  // Python's ", "
+        i += 2;
+        continue;
+      }
       while (i < n && is_ws(s[i])) ++i;
       if (i >= n) bad(label, "unterminated token list", i);
       if (s[i] == ',') {

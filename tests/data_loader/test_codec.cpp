@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -54,9 +55,32 @@ TEST(TokenList, ParsesJsonInts) {
   EXPECT_TRUE(json_ints("[]").empty());
 }
 
+TEST(TokenList, FastScannerAgreesWithSlowPathOnRandomLists) {
+  std::mt19937_64 rng(7);
+  for (int iter = 0; iter < 2000; ++iter) {
+    std::vector<int64_t> want;
+    std::string s = "[";
+    int n = static_cast<int>(rng() % 20);
+    for (int k = 0; k < n; ++k) {
+      int digits = 1 + static_cast<int>(rng() % 19);
+      uint64_t mag = 0;
+      for (int d = 0; d < digits; ++d) mag = mag * 10 + (d == 0 ? 1 + rng() % 9 : rng() % 10);
+      if (rng() % 5 == 0) mag = rng() % 10;
+      int64_t v = static_cast<int64_t>(mag % uint64_t(INT64_MAX));
+      if (rng() % 4 == 0) v = -v;
+      want.push_back(v);
+      if (k) s += (rng() % 3 == 0) ? ",\n  " : ", ";
+      s += std::to_string(v);
+    }
+    s += (rng() % 2) ? "]" : " ]\n";
+    EXPECT_EQ(json_ints(s), want) << s;
+  }
+}
+
 TEST(TokenList, RejectsMalformedJson) {
   for (const char* bad : {"", "[", "[1,", "[1 2]", "[1.5]", "[1e3]", "[\"a\"]", "[[1]]", "[1] x", "1, 2",
-                          "[9223372036854775808]", "[-]", "[,]", "[1,]"}) {
+                          "[9223372036854775808]", "[-]", "[,]", "[1,]", "[1, ]", "[12345678901234567890123]", "[1234567, x]",
+                          "[-1234567.5]", "[1234567e5, 1]"}) {
     EXPECT_THROW(json_ints(bad), DataError) << bad;
   }
 }
