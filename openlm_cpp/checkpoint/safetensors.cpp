@@ -183,6 +183,7 @@ Header parse_header_json(std::string_view text, uint64_t file_size, const std::s
   for (auto it = root.begin(); it != root.end(); ++it) {
     if (it.key() == "__metadata__") {
       const json& m = it.value();
+      if (m.is_null()) continue;  // the reference reader treats null as absent
       if (!m.is_object()) fail(file, "\"__metadata__\" must be an object of strings");
       for (auto mi = m.begin(); mi != m.end(); ++mi) {
         if (!mi.value().is_string())

@@ -57,7 +57,9 @@ class SafetensorsFile {
   const safetensors::TensorInfo& info(const std::string& name) const;
 
   /// The tensor `name` on CPU with its stored dtype and shape. zero_copy=true aliases the mapping
-  /// when the data is aligned to the item size (falls back to a copy otherwise).
+  /// when the data is aligned to the item size (falls back to a copy otherwise); such a tensor
+  /// must not outlive a truncation of the file (SIGBUS), while replacing the file by rename, as
+  /// our writers do, is safe.
   at::Tensor get(const std::string& name, bool zero_copy = false) const;
   /// Every tensor, by name.
   TensorMap load_all(bool zero_copy = false) const;

@@ -141,6 +141,8 @@ TEST(Safetensors, AcceptsForeignButValidFiles) {
   EXPECT_EQ(h.tensors[2].name, "b");
   EXPECT_FALSE(h.has_metadata);
   EXPECT_EQ(h.data_size, 12u);
+  auto null_meta = with_header(R"({"__metadata__":null})");
+  EXPECT_FALSE(st::parse(null_meta.data(), null_meta.size(), "x").has_metadata);
 }
 
 TEST(Safetensors, RejectsEveryMalformedCase) {
