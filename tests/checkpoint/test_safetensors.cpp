@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -277,4 +278,37 @@ TEST(Safetensors, Utf8Validator) {
   EXPECT_FALSE(st::is_valid_utf8("\xf4\x90\x80\x80"));  // > U+10FFFF
   EXPECT_FALSE(st::is_valid_utf8("\xe0\x80\xaf"));      // overlong
   EXPECT_FALSE(st::is_valid_utf8("\x80"));
+}
+
+TEST(Safetensors, SigkillDuringWriteLeavesACompleteFile) {
+  // A writer killed at a random moment leaves `path` holding either the previous file or a
+  // complete new one, never a torn file.
+  auto dir = tmpdir("kill");
+  const std::string path = dir + "/m.safetensors";
+  std::vector<float> v1(16, 1.f);
+  st::write_file(path, {{"x", st::DType::F32, {v1.size()}, v1.data(), v1.size() * 4}});
+  std::vector<float> v2(16 << 20, 2.f);  // 64 MB
+  for (int delay_ms : {5, 40, 150}) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      for (;;) st::write_file(path, {{"x", st::DType::F32, {v2.size()}, v2.data(), v2.size() * 4}});
+    }
+    ::usleep(delay_ms * 1000);
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFSIGNALED(status));
+    std::string bytes = openlm::fs::read_file(path);
+    auto h = st::parse(bytes.data(), bytes.size(), path);  // throws on a torn file
+    ASSERT_EQ(h.tensors.size(), 1u);
+    const float* x = reinterpret_cast<const float*>(bytes.data() + h.data_start());
+    const size_t n = h.tensors[0].numel();
+    EXPECT_TRUE(n == v1.size() || n == v2.size()) << n;
+    const float want = n == v1.size() ? 1.f : 2.f;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; ++i) bad += x[i] != want;
+    EXPECT_EQ(bad, 0u) << "after " << delay_ms << " ms";
+  }
+  fs::remove_all(dir);
 }
