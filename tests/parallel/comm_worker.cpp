@@ -202,6 +202,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: comm_worker <scenario> <timeout_s>\n");
     return 2;
   }
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines reach the launcher when printed
   std::string scenario = argv[1];
   ParallelConfig cfg;
   cfg.timeout_s = std::atof(argv[2]);
@@ -225,6 +226,16 @@ int main(int argc, char** argv) {
       check_collectives(*comm);
       check_groups(*comm);
       std::printf("OK collectives rank %d of %d (%s)\n", comm->rank(), comm->size(), comm->backend().c_str());
+      return 0;
+    }
+    if (scenario == "restart") {  // the last rank fails once after joining; the group is restarted
+      comm->barrier();
+      if (last && env.restart_count == 0) {
+        std::printf("failing on purpose in attempt 0\n");
+        return 1;
+      }
+      REQUIRE(comm->all_reduce_scalar(1.0) == env.world_size);
+      std::printf("OK restart rank %d attempt %d\n", env.rank, env.restart_count);
       return 0;
     }
     if (scenario == "peer_dies" || scenario == "peer_stuck") {

@@ -28,13 +28,14 @@ struct WorkerRun {
 };
 
 /// Runs comm_worker on `nproc` ranks through the launcher; stdout+stderr of all ranks in `out`.
-WorkerRun run_workers(int nproc, const std::string& scenario, double timeout_s) {
+WorkerRun run_workers(int nproc, const std::string& scenario, double timeout_s, int max_restarts = 0) {
   char path[] = "/tmp/openlm_comm_XXXXXX";
   int fd = ::mkstemp(path);
   launch::LaunchOptions o;
   o.nproc_per_node = nproc;
   o.standalone = true;
   o.stop_grace_s = 2;
+  o.max_restarts = max_restarts;
   o.command = {OPENLM_COMM_WORKER, scenario, std::to_string(timeout_s)};
   o.extra_env = {{"OMP_NUM_THREADS", "1"}};
   o.out_fd = fd;
@@ -79,12 +80,22 @@ TEST(Communicator, CollectivesExactAtWorldSize4WithHybridGroups) {
         << r.out;
 }
 
+TEST(Communicator, GroupRestartsAfterAFailureAndMeetsAgain) {
+  // Same TCPStore port in both attempts, as with `openlm launch --max-restarts`.
+  WorkerRun r = run_workers(2, "restart", 10, /*max_restarts=*/1);
+  ASSERT_EQ(r.res.exit_code, 0) << r.res.message << "\n" << r.out;
+  EXPECT_EQ(r.res.restarts, 1);
+  EXPECT_NE(r.out.find("[rank1]: failing on purpose in attempt 0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("[rank0]: OK restart rank 0 attempt 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("[rank1]: OK restart rank 1 attempt 1"), std::string::npos) << r.out;
+}
+
 TEST(Communicator, RankThatNeverJoinsTimesOut) {
-  const double timeout = 3;
+  const double timeout = 2;
   WorkerRun r = run_workers(2, "no_join", timeout);
   EXPECT_EQ(r.res.failed_rank, 0) << r.out;
   EXPECT_EQ(r.res.exit_code, 3) << r.out;
-  EXPECT_NE(r.out.find("rendezvous timed out after 3 s on rank 0 of 2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("rendezvous timed out after 2 s on rank 0 of 2"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("rank(s) 1 never arrived"), std::string::npos) << r.out;
   double t = error_seconds(r.out);
   EXPECT_GE(t, timeout - 0.5) << r.out;
@@ -92,7 +103,7 @@ TEST(Communicator, RankThatNeverJoinsTimesOut) {
 }
 
 TEST(Communicator, MissingMasterTimesOut) {
-  const double timeout = 3;
+  const double timeout = 2;
   WorkerRun r = run_workers(2, "no_master", timeout);
   EXPECT_EQ(r.res.failed_rank, 1) << r.out;
   EXPECT_EQ(r.res.exit_code, 3) << r.out;
@@ -103,7 +114,7 @@ TEST(Communicator, MissingMasterTimesOut) {
 }
 
 TEST(Communicator, PeerDyingMidRunIsAnError) {
-  const double timeout = 3;
+  const double timeout = 2;
   WorkerRun r = run_workers(2, "peer_dies", timeout);
   EXPECT_EQ(r.res.failed_rank, 0) << r.out;
   EXPECT_EQ(r.res.exit_code, 3) << r.out;
@@ -114,7 +125,7 @@ TEST(Communicator, PeerDyingMidRunIsAnError) {
 }
 
 TEST(Communicator, StuckPeerTimesOut) {
-  const double timeout = 3;
+  const double timeout = 2;
   WorkerRun r = run_workers(2, "peer_stuck", timeout);
   EXPECT_EQ(r.res.failed_rank, 0) << r.out;
   EXPECT_EQ(r.res.exit_code, 3) << r.out;
