@@ -106,6 +106,7 @@ void spawn(const LaunchOptions& o, const std::string& addr, int port, int restar
     ::sigaction(SIGCHLD, &dfl, nullptr);
     ::sigaction(SIGUSR1, &dfl, nullptr);
     ::sigaction(SIGUSR2, &dfl, nullptr);
+    ::sigaction(SIGPIPE, &dfl, nullptr);  // ignored dispositions survive exec: restore it
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);

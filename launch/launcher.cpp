@@ -49,9 +49,15 @@ class SignalScope {
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
     for (int i = 0; i < kCount; ++i) ::sigaction(kSignals[i], &sa, &old_[i]);
+    // A closed output pipe (`openlm launch ... | head`) must not kill the supervisor mid-run.
+    struct sigaction ign {};
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    ::sigaction(SIGPIPE, &ign, &old_pipe_);
   }
   ~SignalScope() {
     for (int i = 0; i < kCount; ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
+    ::sigaction(SIGPIPE, &old_pipe_, nullptr);
     ::close(g_sig_pipe[0]);
     ::close(g_sig_pipe[1]);
     g_sig_pipe[0] = g_sig_pipe[1] = -1;
@@ -75,6 +81,7 @@ class SignalScope {
   static constexpr int kCount = 5;
   static constexpr int kSignals[kCount] = {SIGINT, SIGTERM, SIGCHLD, SIGUSR1, SIGUSR2};
   struct sigaction old_[kCount];
+  struct sigaction old_pipe_;
 };
 
 /// One attempt: start the group, supervise until all exit, a child fails, or a signal arrives.
