@@ -241,7 +241,10 @@ int main(int argc, char** argv) {
     if (scenario == "peer_dies" || scenario == "peer_stuck") {
       comm->barrier();
       if (last) {
-        if (scenario == "peer_dies") ::_exit(0);  // vanish mid-run without telling anyone
+        if (scenario == "peer_dies") {  // vanish mid-run without telling anyone
+          sleep_s(0.3);                  // (after rank 0 has left the barrier for the all_reduce)
+          ::_exit(0);
+        }
         sleep_s(cfg.timeout_s * 4);               // alive but never calls the collective
         return 0;
       }
