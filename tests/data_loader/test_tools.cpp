@@ -154,15 +154,9 @@ std::string word_salad(uint32_t seed, int words) {
   return s;
 }
 
-/// Trains a small SentencePiece model with the spm_train tool (a separate process: in-process training
-/// through the plugin crashed in SentencePiece's logging when this test was written).
+/// Trains a small SentencePiece model (BPE, vocab 300, eos id 0) through the project's API.
 void train_spm(const std::string& input, const std::string& prefix) {
-  std::string out;
-  int rc = run("spm_train --input=" + input + " --model_prefix=" + prefix +
-                   " --vocab_size=300 --model_type=bpe --character_coverage=1.0 --eos_id=0 --unk_id=1 --bos_id=-1"
-                   " --pad_id=-1 --byte_fallback=true --minloglevel=2",
-               &out);
-  if (rc != 0) throw std::runtime_error("spm_train failed: " + out);
+  openlm::train_sentencepiece(input, prefix, 300);
 }
 
 }  // namespace
