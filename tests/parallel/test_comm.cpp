@@ -180,25 +180,3 @@ TEST(Communicator, ProcessGroupAtWorldSize1) {
   EXPECT_TRUE(at::equal(g, b));
   EXPECT_EQ(c->all_gather_bytes("x"), std::vector<std::string>{"x"});
 }
-
-TEST(Communicator, CudaTensorsAtWorldSize1) {
-  // The NCCL path (LibTorch 2.x + CUDA): native bf16, _allgather_base/_reduce_scatter_base.
-  if (!at::hasCUDA()) GTEST_SKIP() << "needs a CUDA device (run on the GPU machine)";
-  DistEnv env;
-  env.master_port = launch::pick_free_port();
-  ParallelConfig cfg;
-  cfg.timeout_s = 60;
-  auto c = make_process_group_communicator(env, cfg);
-  auto cuda = at::TensorOptions().device(at::kCUDA);
-  at::Tensor b = at::arange(8, cuda.dtype(at::kFloat)).to(at::kBFloat16), o = at::empty({8}, cuda.dtype(at::kBFloat16));
-  c->reduce_scatter(o, b, ReduceOp::Avg);
-  EXPECT_TRUE(at::equal(o.cpu(), b.cpu()));
-  at::Tensor g = at::empty({8}, cuda.dtype(at::kBFloat16));
-  c->all_gather_into(g, b);
-  EXPECT_TRUE(at::equal(g.cpu(), b.cpu()));
-  at::Tensor t = at::full({4}, 3.0, cuda.dtype(at::kFloat));
-  c->all_reduce(t, ReduceOp::Max);
-  c->broadcast(t, 0);
-  EXPECT_TRUE(at::equal(t.cpu(), at::full({4}, 3.0)));
-  std::printf("backend: %s\n", c->backend().c_str());
-}
