@@ -54,9 +54,8 @@ Manifest read_manifest(const std::string& path) {
       throw ConfigError(path, "num_sequences", lineno,
                         "shard '" + e.shard + "': missing or invalid \"num_sequences\"/\"num_chunks\"");
     e.num_sequences = ns->get<int64_t>();
-    std::string base = (!e.shard.empty() && e.shard[0] == '/') || e.shard.find("://") != std::string::npos
-                           ? e.shard
-                           : dir + e.shard;
+    const bool absolute = e.shard[0] == '/' || e.shard.find("://") != std::string::npos || e.shard.rfind("pipe:", 0) == 0;
+    std::string base = absolute ? e.shard : dir + e.shard;
     if (ends_with(base, ".tar") && byte_source_exists(base)) {
       e.path = base;
       e.format = ShardFormat::OpenLMTar;

@@ -424,3 +424,27 @@ TEST(Loader, WithReplacementDrawsFromTheWholeSet) {
   // the first 20 draws repeat something (with probability 1 - 20!/20^20)
   EXPECT_LT(std::set<int64_t>(ids.begin(), ids.begin() + 20).size(), 20u);
 }
+
+TEST(LoaderConfig, RelativeManifestResolvesAgainstBaseDirAndOtherStoresAreRejected) {
+  auto dir = temp_dir("base");
+  write_synthetic(dir, true, 1, 4, kLen);
+  auto o = options("manifest.jsonl", 2, 1);
+  o.base_dir = dir;
+  at::Tensor t;
+  EXPECT_TRUE(make_batch_source(o)->next(t));
+  write_file(dir + "/pipe.jsonl", "{\"shard\": \"pipe:cat /data/x.tar\", \"num_sequences\": 4}\n");
+  auto p = options(dir + "/pipe.jsonl", 2, 1);
+  EXPECT_THROW(make_batch_source(p), ConfigError);
+}
+
+TEST(Loader, StateIsSmallAndNamesTheEpoch) {
+  auto dir = temp_dir("state");
+  auto man = write_synthetic(dir, true, 2, 5, kLen);
+  auto src = make_batch_source(options(man, 4, 2));
+  take(*src, 6);  // 3 global batches = 12 draws of 10 sequences: epoch 1
+  auto st = src->state();
+  EXPECT_EQ(st["epoch"], 1);
+  EXPECT_EQ(st["position"], 12);
+  EXPECT_EQ(st["drawn"], nlohmann::json::array({12}));
+  EXPECT_LT(st.dump().size(), 1024u);
+}
