@@ -78,15 +78,24 @@ struct Shared {
 /// Completion of one or more c10d works plus an optional epilogue (slice, cast back, divide).
 class PgWork : public CommWork {
  public:
+  /// `device_side`: NCCL works, whose wait() only orders the current CUDA stream after the
+  /// collective; a host-side timeout there would block the CPU until the GPU finished (no overlap),
+  /// so their timeout is left to the NCCL watchdog.
   PgWork(std::string where, Ms timeout, std::vector<c10::intrusive_ptr<c10d::Work>> works,
-         std::function<void()> finish)
-      : where_(std::move(where)), timeout_(timeout), works_(std::move(works)), finish_(std::move(finish)) {}
+         std::function<void()> finish, bool device_side)
+      : where_(std::move(where)), timeout_(timeout), works_(std::move(works)), finish_(std::move(finish)),
+        device_side_(device_side) {}
   void wait() override {
     if (done_) return;
     done_ = true;
     try {
       // Gloo's own per-operation timeout normally fires first and says more; this is the backstop.
-      for (auto& w : works_) w->wait(timeout_ + Ms(2000));
+      for (auto& w : works_) {
+        if (device_side_)
+          w->wait();
+        else
+          w->wait(timeout_ + Ms(2000));
+      }
       if (finish_) finish_();
     } catch (const std::exception& e) {
       throw CommError(fmt::format("{} failed: {} (timeout {} s; a peer may have died or stopped calling "
@@ -100,6 +109,7 @@ class PgWork : public CommWork {
   Ms timeout_;
   std::vector<c10::intrusive_ptr<c10d::Work>> works_;
   std::function<void()> finish_;
+  bool device_side_;
   bool done_ = false;
 };
 
@@ -141,7 +151,7 @@ class PgCommunicator : public Communicator {
       if (use_nccl(in)) {
         at::Tensor dst = out.view({-1}), s = src.view({-1});
         stats_.all_gather_bytes += (size_ - 1) * s.nbytes();
-        return work("all_gather_into", {nccl_->_allgather_base(dst, s)}, nullptr);
+        return work("all_gather_into", {nccl_->_allgather_base(dst, s)}, nullptr, true);
       }
 #endif
       at::Tensor s = movable(src), dst = movable(out);
@@ -168,7 +178,7 @@ class PgCommunicator : public Communicator {
         o.reduceOp = to_c10d(op);
         stats_.reduce_scatter_bytes += (w - 1) * dst.nbytes();
         auto finish = op == ReduceOp::Avg ? std::function<void()>([dst, w] { dst.div_(w); }) : nullptr;
-        return work("reduce_scatter", {nccl_->_reduce_scatter_base(dst, src, o)}, finish);
+        return work("reduce_scatter", {nccl_->_reduce_scatter_base(dst, src, o)}, finish, true);
       }
 #endif
       // All-reduce a private copy in the reduction dtype, then keep this rank's slice.
@@ -198,10 +208,7 @@ class PgCommunicator : public Communicator {
       o.reduceOp = to_c10d(op);
       at::Tensor flat = t.view({-1});
       at::ScalarType rt = reduce_type(t.scalar_type());
-      bool native = rt == t.scalar_type();
-#ifdef USE_C10D_NCCL
-      if (use_nccl(t)) native = true;  // NCCL reduces bf16/fp16 natively
-#endif
+      bool native = rt == t.scalar_type() || on_nccl(t);  // NCCL reduces bf16/fp16 natively
       at::Tensor buf = native ? flat : flat.to(rt, false, /*copy=*/true);
       std::vector<at::Tensor> v{buf};
       stats_.all_reduce_bytes += 2 * (w - 1) * buf.nbytes() / w;
@@ -211,7 +218,7 @@ class PgCommunicator : public Communicator {
           if (op == ReduceOp::Avg) buf.div_(w);
           if (!native) flat.copy_(buf);
         };
-      return work("all_reduce", {pg_for(t).allreduce(v, o)}, finish);
+      return work("all_reduce", {pg_for(t).allreduce(v, o)}, finish, on_nccl(t));
     });
   }
 
@@ -222,15 +229,11 @@ class PgCommunicator : public Communicator {
     ++stats_.calls;
     if (t.numel() == 0) return;
     run("broadcast", [&]() -> std::unique_ptr<CommWork> {
-      bool nccl = false;
-#ifdef USE_C10D_NCCL
-      nccl = use_nccl(t);
-#endif
-      std::vector<at::Tensor> v{nccl ? t.view({-1}) : movable(t)};
+      std::vector<at::Tensor> v{on_nccl(t) ? t.view({-1}) : movable(t)};
       c10d::BroadcastOptions o;
       o.rootRank = root;
       if (rank_ == root) stats_.broadcast_bytes += t.nbytes();
-      return work("broadcast", {pg_for(t).broadcast(v, o)}, nullptr);
+      return work("broadcast", {pg_for(t).broadcast(v, o)}, nullptr, on_nccl(t));
     })->wait();
   }
 
@@ -254,8 +257,18 @@ class PgCommunicator : public Communicator {
 
  private:
   std::unique_ptr<CommWork> work(const char* op, std::vector<c10::intrusive_ptr<c10d::Work>> works,
-                                 std::function<void()> finish) {
-    return std::make_unique<PgWork>(detail::where(*this, op), shared_->timeout, std::move(works), std::move(finish));
+                                 std::function<void()> finish, bool device_side = false) {
+    return std::make_unique<PgWork>(detail::where(*this, op), shared_->timeout, std::move(works),
+                                    std::move(finish), device_side);
+  }
+
+  /// Whether collectives on `t` go through NCCL.
+  bool on_nccl([[maybe_unused]] const at::Tensor& t) const {
+#ifdef USE_C10D_NCCL
+    return use_nccl(t);
+#else
+    return false;
+#endif
   }
 
   /// Issues a collective; errors raised while issuing become CommErrors with context too.
