@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "data_loader/native_shard.h"
+#include "data_loader/sampler.h"
 #include "data_loader/tar_format.h"
 #include "data_loader/token_codec.h"
 #include "openlm_cpp/core/error.h"
@@ -217,4 +218,52 @@ TEST(NativeShard, WriteReadVerify) {
   s.verify_checksum();
   EXPECT_EQ(s.max_id(), 65535);
   std::remove(path.c_str());
+}
+
+TEST(Sampler, KeyedPermutationIsABijectionForAnySize) {
+  for (uint64_t n : {1ULL, 2ULL, 3ULL, 17ULL, 1000ULL, 4096ULL, 65537ULL}) {
+    for (uint64_t key : {0ULL, 1ULL, 0xdeadbeefULL}) {
+      KeyedPermutation p(n, key);
+      std::vector<char> seen(n, 0);
+      for (uint64_t i = 0; i < n; ++i) {
+        uint64_t v = p(i);
+        ASSERT_LT(v, n);
+        ASSERT_FALSE(seen[v]) << "n=" << n << " key=" << key;
+        seen[v] = 1;
+      }
+    }
+  }
+  // different keys give different orders
+  KeyedPermutation a(1000, 1), b(1000, 2);
+  int same = 0;
+  for (uint64_t i = 0; i < 1000; ++i) same += a(i) == b(i);
+  EXPECT_LT(same, 20);
+}
+
+TEST(Sampler, PlannerIsAPureFunctionOfSeedAndPosition) {
+  StreamPlanner p({10, 30}, {0.25, 0.75}, 5, false, false);
+  StreamState s1 = p.start(), s2 = p.start();
+  std::vector<Draw> a, b;
+  Draw d;
+  for (int i = 0; i < 400; ++i) {
+    ASSERT_TRUE(p.next(s1, d));
+    a.push_back(d);
+  }
+  for (int i = 0; i < 400; ++i) {
+    ASSERT_TRUE(p.next(s2, d));
+    b.push_back(d);
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].source, b[i].source);
+    EXPECT_EQ(a[i].item, b[i].item);
+    EXPECT_EQ(p.source_at(static_cast<int64_t>(i)), a[i].source);
+  }
+  EXPECT_EQ(s1.position, 400);
+  EXPECT_EQ(s1.drawn[0] + s1.drawn[1], 400);
+  // stop at epoch end: the stream ends when the first source runs out
+  StreamPlanner q({3}, {1.0}, 5, false, true);
+  StreamState s = q.start();
+  int n = 0;
+  while (q.next(s, d)) ++n;
+  EXPECT_EQ(n, 3);
 }
