@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <stdexcept>
 
 #include "openlm_cpp/core/error.h"
 
@@ -11,6 +12,13 @@ namespace openlm {
 namespace {
 
 constexpr const char* kEnvFile = "<environment>";
+
+/// A malformed host list; turned into a ConfigError naming the variable it came from.
+struct NodelistError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+[[noreturn]] void list_error(const std::string& what) { throw NodelistError(what); }
+std::string first_host_impl(const std::string& nodelist);
 
 [[noreturn]] void bad(const std::string& var, const std::string& what) {
   throw ConfigError(kEnvFile, var, 0, what);
@@ -121,8 +129,8 @@ DistEnv from_slurm(const EnvLookup& env) {
   } else if (has(env, "SLURM_JOB_NODELIST") || has(env, "SLURM_NODELIST")) {
     const char* var = has(env, "SLURM_JOB_NODELIST") ? "SLURM_JOB_NODELIST" : "SLURM_NODELIST";
     try {
-      e.master_addr = first_host_of_nodelist(env(var));
-    } catch (const ConfigError& err) {
+      e.master_addr = first_host_impl(env(var));
+    } catch (const NodelistError& err) {
       bad(var, err.what());
     }
   } else if (e.world_size > e.local_world_size) {
@@ -162,7 +170,7 @@ std::vector<Range> parse_brackets(const std::string& s, size_t& pos, const std::
     size_t start = p;
     while (p < s.size() && s[p] >= '0' && s[p] <= '9') ++p;
     if (p == start || p - start > 18)
-      throw ConfigError(kEnvFile, "", 0, fmt::format("bad number in host list '{}'", whole));
+      list_error( fmt::format("bad number in host list '{}'", whole));
     width = p - start;
     return std::stoull(s.substr(start, p - start));
   };
@@ -176,18 +184,18 @@ std::vector<Range> parse_brackets(const std::string& s, size_t& pos, const std::
       ++pos;
       r.hi = number(pos, w2);
       if (r.hi < r.lo)
-        throw ConfigError(kEnvFile, "", 0, fmt::format("descending range in host list '{}'", whole));
+        list_error( fmt::format("descending range in host list '{}'", whole));
       if (w > 1 && w == w2) r.width = w;
     }
     out.push_back(r);
     if (pos >= s.size())
-      throw ConfigError(kEnvFile, "", 0, fmt::format("unclosed '[' in host list '{}'", whole));
+      list_error( fmt::format("unclosed '[' in host list '{}'", whole));
     if (s[pos] == ']') {
       ++pos;
       return out;
     }
     if (s[pos] != ',')
-      throw ConfigError(kEnvFile, "", 0, fmt::format("unexpected '{}' in host list '{}'", s[pos], whole));
+      list_error( fmt::format("unexpected '{}' in host list '{}'", s[pos], whole));
     ++pos;
   }
 }
@@ -207,7 +215,7 @@ std::vector<std::string> split_items(const std::string& list) {
     if (c == '[') ++depth;
     if (c == ']') --depth;
     if (depth < 0 || depth > 1)
-      throw ConfigError(kEnvFile, "", 0, fmt::format("unbalanced brackets in host list '{}'", list));
+      list_error( fmt::format("unbalanced brackets in host list '{}'", list));
     if (c == ',' && depth == 0) {
       items.push_back(cur);
       cur.clear();
@@ -215,10 +223,10 @@ std::vector<std::string> split_items(const std::string& list) {
       cur += c;
     }
   }
-  if (depth != 0) throw ConfigError(kEnvFile, "", 0, fmt::format("unclosed '[' in host list '{}'", list));
+  if (depth != 0) list_error( fmt::format("unclosed '[' in host list '{}'", list));
   items.push_back(cur);
   for (const auto& it : items)
-    if (it.empty()) throw ConfigError(kEnvFile, "", 0, fmt::format("empty host name in host list '{}'", list));
+    if (it.empty()) list_error( fmt::format("empty host name in host list '{}'", list));
   return items;
 }
 
@@ -229,7 +237,9 @@ std::string DistEnv::describe() const {
                      local_rank, local_world_size, node_rank, source, master_addr, master_port);
 }
 
-std::vector<std::string> expand_nodelist(const std::string& nodelist, size_t max_hosts) {
+namespace {
+
+std::vector<std::string> expand_nodelist_impl(const std::string& nodelist, size_t max_hosts) {
   std::vector<std::string> hosts;
   for (const std::string& item : split_items(nodelist)) {
     // Cartesian product over the item's bracket groups, left to right.
@@ -245,7 +255,7 @@ std::vector<std::string> expand_nodelist(const std::string& nodelist, size_t max
           if (n > max_hosts) break;
         }
         if (n > max_hosts || partial.size() * n + hosts.size() > max_hosts)
-          throw ConfigError(kEnvFile, "", 0,
+          list_error(
                             fmt::format("host list '{}' expands to more than {} hosts", nodelist, max_hosts));
         std::vector<std::string> next;
         next.reserve(partial.size() * n);
@@ -254,25 +264,25 @@ std::vector<std::string> expand_nodelist(const std::string& nodelist, size_t max
             for (unsigned long long v = r.lo; v <= r.hi; ++v) next.push_back(p + padded(v, r.width));
         partial.swap(next);
       } else if (item[pos] == ']') {
-        throw ConfigError(kEnvFile, "", 0, fmt::format("unexpected ']' in host list '{}'", nodelist));
+        list_error( fmt::format("unexpected ']' in host list '{}'", nodelist));
       } else {
         size_t end = item.find('[', pos);
         std::string text = item.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
         if (text.find(']') != std::string::npos)
-          throw ConfigError(kEnvFile, "", 0, fmt::format("unexpected ']' in host list '{}'", nodelist));
+          list_error( fmt::format("unexpected ']' in host list '{}'", nodelist));
         for (std::string& p : partial) p += text;
         pos = end == std::string::npos ? item.size() : end;
       }
     }
     hosts.insert(hosts.end(), partial.begin(), partial.end());
     if (hosts.size() > max_hosts)
-      throw ConfigError(kEnvFile, "", 0,
+      list_error(
                         fmt::format("host list '{}' expands to more than {} hosts", nodelist, max_hosts));
   }
   return hosts;
 }
 
-std::string first_host_of_nodelist(const std::string& nodelist) {
+std::string first_host_impl(const std::string& nodelist) {
   std::vector<std::string> items = split_items(nodelist);
   const std::string& item = items.front();
   std::string host;
@@ -283,12 +293,30 @@ std::string first_host_of_nodelist(const std::string& nodelist) {
       std::vector<Range> ranges = parse_brackets(item, pos, nodelist);
       host += padded(ranges.front().lo, ranges.front().width);
     } else if (item[pos] == ']') {
-      throw ConfigError(kEnvFile, "", 0, fmt::format("unexpected ']' in host list '{}'", nodelist));
+      list_error( fmt::format("unexpected ']' in host list '{}'", nodelist));
     } else {
       host += item[pos++];
     }
   }
   return host;
+}
+
+}  // namespace
+
+std::vector<std::string> expand_nodelist(const std::string& nodelist, size_t max_hosts) {
+  try {
+    return expand_nodelist_impl(nodelist, max_hosts);
+  } catch (const NodelistError& e) {
+    throw ConfigError(kEnvFile, "", 0, e.what());
+  }
+}
+
+std::string first_host_of_nodelist(const std::string& nodelist) {
+  try {
+    return first_host_impl(nodelist);
+  } catch (const NodelistError& e) {
+    throw ConfigError(kEnvFile, "", 0, e.what());
+  }
 }
 
 DistEnv detect_dist_env(const EnvLookup& env) {
