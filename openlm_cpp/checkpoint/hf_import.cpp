@@ -1,0 +1,357 @@
+#include "openlm_cpp/checkpoint/hf_import.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
+
+#include "openlm_cpp/checkpoint/atomic_file.h"
+#include "openlm_cpp/core/error.h"
+#include "openlm_cpp/core/log.h"
+#include "openlm_cpp/core/recipe.h"
+
+namespace stdfs = std::filesystem;
+
+namespace openlm::checkpoint {
+namespace {
+
+/// Files a Hugging Face directory may carry for its tokenizer.
+const char* const kTokenizerFiles[] = {"tokenizer.model",   "tokenizer.json",         "tokenizer_config.json",
+                                       "special_tokens_map.json", "added_tokens.json", "vocab.json",
+                                       "merges.txt"};
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+/// Rotary tables OpenLM (pos_embed.inv_freq) and older transformers (rotary_emb.inv_freq) store.
+bool is_rotary_buffer(const std::string& name) { return ends_with(name, ".inv_freq"); }
+
+at::Tensor to_fp32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
+
+/// Collects mismatch lines and throws them as one DataError.
+struct Problems {
+  std::vector<std::string> lines;
+  void add(std::string l) { lines.push_back(std::move(l)); }
+  void raise_if_any(const std::string& where, const std::string& what) const {
+    if (lines.empty()) return;
+    std::string msg = where + ": " + what + " (" + std::to_string(lines.size()) + " problem" +
+                      (lines.size() == 1 ? "" : "s") + "):";
+    const size_t shown = std::min<size_t>(lines.size(), 40);
+    for (size_t i = 0; i < shown; ++i) msg += "\n  " + lines[i];
+    if (shown < lines.size()) msg += "\n  ... and " + std::to_string(lines.size() - shown) + " more";
+    throw DataError(msg);
+  }
+};
+
+std::string shape_str(at::IntArrayRef s) { return c10::str(s); }
+
+/// If the model ties output to the embedding, make sure both names are present (as one tensor).
+void complete_tied(const ModelConfig& m, TensorMap& t) {
+  if (!m.weight_tying) return;
+  auto e = t.find("tok_embeddings.weight"), o = t.find("output.weight");
+  if (e != t.end() && o == t.end()) t["output.weight"] = e->second;
+  if (e == t.end() && o != t.end()) t["tok_embeddings.weight"] = o->second;
+}
+
+/// llama_rotary rows were permuted per head on export (interleaved pairs -> halves); undo it.
+/// w: [heads*hd, d]; HF row p*hd/2 + i holds OpenLM row 2i + p.
+at::Tensor unpermute_rows(const at::Tensor& w, int64_t heads, int64_t hd) {
+  return w.view({heads, 2, hd / 2, w.size(1)}).transpose(1, 2).reshape({heads * hd, w.size(1)}).contiguous();
+}
+
+TensorMap from_llama(const hf::HfConfig& c, const TensorMap& hf, const std::string& where) {
+  const ModelConfig& m = c.model;
+  const int64_t d = m.dim, A = m.attn_width(), Akv = m.kv_width(), h = m.hidden_dim(), hd = m.head_dim();
+  const bool interleaved = m.positional_embedding_type == "llama_rotary";
+  Problems p;
+  std::set<std::string> used;
+  auto get = [&](const std::string& name, std::vector<int64_t> shape) -> at::Tensor {
+    used.insert(name);
+    auto it = hf.find(name);
+    if (it == hf.end()) {
+      p.add("missing tensor '" + name + "' " + shape_str(shape));
+      return {};
+    }
+    if (it->second.sizes() != at::IntArrayRef(shape)) {
+      p.add("'" + name + "': shape " + shape_str(it->second.sizes()) + " but the config needs " + shape_str(shape));
+      return {};
+    }
+    return to_fp32(it->second);
+  };
+  TensorMap out;
+  auto put = [&](const std::string& name, const at::Tensor& t) {
+    if (t.defined()) out[name] = t;
+  };
+  put("tok_embeddings.weight", get("model.embed_tokens.weight", {m.vocab_size, d}));
+  put("norm.weight", get("model.norm.weight", {d}));
+  if (!m.weight_tying) put("output.weight", get("lm_head.weight", {m.vocab_size, d}));
+  else used.insert("lm_head.weight");  // tied: HF uses the embedding whatever is stored here
+  for (int64_t i = 0; i < m.n_layers; ++i) {
+    const std::string l = "model.layers." + std::to_string(i) + ".", o = "layers." + std::to_string(i) + ".";
+    at::Tensor q = get(l + "self_attn.q_proj.weight", {A, d});
+    at::Tensor k = get(l + "self_attn.k_proj.weight", {Akv, d});
+    at::Tensor v = get(l + "self_attn.v_proj.weight", {Akv, d});
+    if (q.defined() && k.defined() && v.defined()) {
+      if (interleaved) {
+        q = unpermute_rows(q, m.n_heads, hd);
+        k = unpermute_rows(k, m.kv_heads(), hd);
+      }
+      out[o + "attention.in_proj.weight"] = at::cat({q, k, v}, 0);  // [A + 2*Akv, d]
+    }
+    put(o + "attention.out_proj.weight", get(l + "self_attn.o_proj.weight", {d, A}));
+    at::Tensor gate = get(l + "mlp.gate_proj.weight", {h, d});
+    at::Tensor up = get(l + "mlp.up_proj.weight", {h, d});
+    if (gate.defined() && up.defined()) out[o + "feed_forward.w12.weight"] = at::cat({gate, up}, 0);  // [2h, d]
+    put(o + "feed_forward.w3.weight", get(l + "mlp.down_proj.weight", {d, h}));
+    put(o + "attention_norm.weight", get(l + "input_layernorm.weight", {d}));
+    put(o + "ffn_norm.weight", get(l + "post_attention_layernorm.weight", {d}));
+  }
+  for (const auto& [name, t] : hf)
+    if (!used.count(name) && !is_rotary_buffer(name))
+      p.add("unexpected tensor '" + name + "' " + shape_str(t.sizes()));
+  p.raise_if_any(where, "tensors do not match the llama config");
+  complete_tied(m, out);
+  return out;
+}
+
+TensorMap from_openlm(const hf::HfConfig& c, const TensorMap& hf, const std::string& where) {
+  TensorMap out;
+  Problems p;
+  for (const auto& [name, t] : hf) {
+    if (is_rotary_buffer(name)) continue;
+    if (name.rfind("model.", 0) != 0) {
+      p.add("unexpected tensor '" + name + "' (openlm-format names start with 'model.')");
+      continue;
+    }
+    out[name.substr(6)] = to_fp32(t);
+  }
+  p.raise_if_any(where, "tensors do not match the openlm format");
+  complete_tied(c.model, out);
+  return out;
+}
+
+/// "module.x", "_orig_mod.module.x" -> "x" (DDP/FSDP and torch.compile wrappers).
+std::string strip_wrappers(std::string n) {
+  for (;;) {
+    if (n.rfind("module.", 0) == 0) n.erase(0, 7);
+    else if (n.rfind("_orig_mod.", 0) == 0) n.erase(0, 10);
+    else return n;
+  }
+}
+
+std::vector<char> read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw_errno("cannot open", path);
+  std::vector<char> data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (f.bad()) throw_errno("cannot read", path);
+  return data;
+}
+
+/// The first line of a c10::Error (the rest is a C++ backtrace).
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+/// Resolved train config of a native source: <d>/metadata.json "config" or <d>/config.json,
+/// searched from `start` upwards (a checkpoint inside a run dir finds the run's config).
+TrainConfig find_native_config(const stdfs::path& start) {
+  static std::atomic<int> counter{0};
+  for (stdfs::path d = start; !d.empty(); d = d.parent_path()) {
+    if (stdfs::exists(d / "metadata.json")) {
+      auto meta = nlohmann::json::parse(fs::read_file((d / "metadata.json").string()), nullptr, false);
+      if (meta.is_object() && meta.contains("config")) {
+        // load_train_recipe reads files; give it the embedded config as one.
+        stdfs::path tmp = stdfs::temp_directory_path() /
+                          ("openlm_hf_cfg_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + ".json");
+        fs::write_file_atomic(tmp.string(), meta["config"].dump());
+        try {
+          TrainConfig c = load_train_recipe(tmp.string());
+          stdfs::remove(tmp);
+          return c;
+        } catch (...) {
+          stdfs::remove(tmp);
+          throw;
+        }
+      }
+    }
+    if (stdfs::exists(d / "config.json")) return load_train_recipe((d / "config.json").string());
+    if (d == d.parent_path()) break;
+  }
+  throw ConfigError(start.string(), "", 0, "no config.json or checkpoint metadata.json found here or above");
+}
+
+}  // namespace
+
+bool is_hf_dir(const std::string& path) {
+  const stdfs::path cfg = stdfs::path(path) / "config.json";
+  if (!stdfs::is_directory(path) || !stdfs::exists(cfg)) return false;
+  auto j = nlohmann::json::parse(fs::read_file(cfg.string()), nullptr, false);
+  return hf::is_hf_config(j);
+}
+
+void check_tensors(const ModelConfig& m, const TensorMap& t, const std::string& where) {
+  Problems p;
+  std::set<std::string> expected;
+  for (const auto& [name, shape] : hf::parameter_shapes(m)) {
+    expected.insert(name);
+    auto it = t.find(name);
+    if (it == t.end()) p.add("missing tensor '" + name + "' " + shape_str(shape));
+    else if (it->second.sizes() != at::IntArrayRef(shape))
+      p.add("'" + name + "': shape " + shape_str(it->second.sizes()) + " but the config needs " + shape_str(shape));
+  }
+  for (const auto& [name, tensor] : t)
+    if (!expected.count(name)) p.add("unexpected tensor '" + name + "' " + shape_str(tensor.sizes()));
+  p.raise_if_any(where, "weights do not match the model config");
+}
+
+TensorMap from_hf_tensors(const hf::HfConfig& c, const TensorMap& hf, const std::string& where) {
+  TensorMap out = c.format == hf::Format::Llama ? from_llama(c, hf, where) : from_openlm(c, hf, where);
+  check_tensors(c.model, out, where);
+  return out;
+}
+
+ImportedModel load_hf(const std::string& dir) {
+  hf::HfConfig c = hf::read_config(dir);
+  ImportedModel im;
+  im.model = c.model;
+  if (im.model.name.empty()) im.model.name = stdfs::path(dir).lexically_normal().filename().string();
+  if (im.model.name.empty()) im.model.name = stdfs::absolute(dir).parent_path().filename().string();
+  im.origin = hf::format_name(c.format);
+  im.bos_id = c.bos_id;
+  im.eos_id = c.eos_id;
+  im.tensors = from_hf_tensors(c, load_sharded(dir), dir);
+  for (const char* f : kTokenizerFiles) {
+    stdfs::path p = stdfs::path(dir) / f;
+    if (stdfs::exists(p)) im.tokenizer_files.push_back(p.string());
+  }
+  if (stdfs::exists(stdfs::path(dir) / "tokenizer.model"))
+    im.tokenizer = {"sentencepiece", (stdfs::path(dir) / "tokenizer.model").string()};
+  return im;
+}
+
+ImportedModel load_openlm_pt(const std::string& file, const ModelConfig& model) {
+  std::vector<char> bytes = read_bytes(file);
+  c10::IValue root;
+  try {
+    root = torch::jit::pickle_load(bytes);
+  } catch (const c10::Error& e) {
+    std::string why = first_line(e.what_without_backtrace());
+    if (why.find("Expected GenericDict but got None") != std::string::npos)
+      why = "a collections.OrderedDict (what model.state_dict() returns) cannot be rebuilt by LibTorch's "
+            "restricted unpickler; re-save it as a plain dict: torch.save({'state_dict': dict(sd)}, path)";
+    else if (why.find("central directory") != std::string::npos)
+      why = "not a zip-format torch.save file (the legacy format from _use_new_zipfile_serialization=False "
+            "is not readable by LibTorch's unpickler; re-save with a current torch.save)";
+    throw DataError(file + ": cannot read the torch.save checkpoint: " + why);
+  }
+  bytes.clear();
+  bytes.shrink_to_fit();
+  if (!root.isGenericDict()) throw DataError(file + ": expected a dict at the top level, got " + root.tagKind());
+  c10::impl::GenericDict top = root.toGenericDict();
+  c10::impl::GenericDict sd = top;
+  bool nested = false;  // {"state_dict": {...}, "epoch": ...} rather than a bare state dict
+  for (const auto& kv : top)
+    if (kv.key().isString() && kv.key().toStringRef() == "state_dict") {
+      if (!kv.value().isGenericDict())
+        throw DataError(file + ": 'state_dict' is a " + kv.value().tagKind() + ", expected a dict of tensors");
+      sd = kv.value().toGenericDict();
+      nested = true;
+    }
+  ImportedModel im;
+  im.model = model;
+  im.origin = "pt";
+  Problems p;
+  for (const auto& kv : sd) {
+    if (!kv.key().isString()) continue;
+    const std::string raw = kv.key().toStringRef();
+    if (!kv.value().isTensor()) {
+      if (nested) p.add("entry '" + raw + "' is a " + kv.value().tagKind() + ", not a tensor");
+      continue;
+    }
+    const std::string name = strip_wrappers(raw);
+    if (is_rotary_buffer(name)) continue;
+    if (im.tensors.count(name)) p.add("'" + raw + "' duplicates '" + name + "' after stripping prefixes");
+    im.tensors[name] = to_fp32(kv.value().toTensor());
+  }
+  p.raise_if_any(file, "bad state_dict entries");
+  complete_tied(model, im.tensors);
+  check_tensors(model, im.tensors, file);
+  return im;
+}
+
+ImportedModel load_native(const std::string& source) {
+  stdfs::path p(source);
+  if (!stdfs::exists(p)) throw ConfigError(source, "", 0, "no such file or directory");
+  const bool dir = stdfs::is_directory(p);
+  TrainConfig cfg = find_native_config(dir ? p : p.parent_path());
+  ImportedModel im;
+  im.model = cfg.model;
+  im.origin = "native";
+  TensorMap raw;
+  if (!dir) raw = load_safetensors(source);
+  else raw = load_sharded(source);  // model.safetensors, or an index with shards
+  for (auto& [name, t] : raw) im.tensors[name] = to_fp32(t);
+  complete_tied(im.model, im.tensors);
+  check_tensors(im.model, im.tensors, source);
+  im.tokenizer = cfg.tokenizer;
+  if (!cfg.tokenizer.path.empty()) {
+    if (stdfs::exists(cfg.tokenizer.path)) im.tokenizer_files.push_back(cfg.tokenizer.path);
+    else log::warn("tokenizer '{}' named by the config of {} not found; continuing without it", cfg.tokenizer.path, source);
+  }
+  return im;
+}
+
+ImportedModel load_any(const std::string& source, const ModelConfig* model_for_pt) {
+  if (is_hf_dir(source)) return load_hf(source);
+  if (stdfs::is_regular_file(source) && (ends_with(source, ".pt") || ends_with(source, ".pth") || ends_with(source, ".bin"))) {
+    if (!model_for_pt)
+      throw ConfigError(source, "--model", 0, "a torch.save checkpoint carries no model config: pass --model NAME_OR_RECIPE");
+    return load_openlm_pt(source, *model_for_pt);
+  }
+  return load_native(source);
+}
+
+TrainConfig native_config(const ImportedModel& im, const std::string& out_dir) {
+  TrainConfig c;
+  c.model = im.model;
+  for (const auto& f : im.tokenizer_files)
+    if (stdfs::path(f).filename() == "tokenizer.model" || f == im.tokenizer.path) {
+      c.tokenizer.type = "sentencepiece";
+      c.tokenizer.path = stdfs::absolute(stdfs::path(out_dir) / stdfs::path(f).filename()).lexically_normal().string();
+      break;
+    }
+  // Loadable as a recipe (the validator needs data and a batch); not meant to train as is.
+  c.data.default_corpus = false;
+  c.data.manifests = {{"PLACEHOLDER/set-data.manifests-before-training/manifest.jsonl", 1.0}};
+  c.batch.global_batch_size = 1;
+  c.batch.micro_batch_size = 1;
+  c.max_steps = 1;
+  return c;
+}
+
+void write_native(const ImportedModel& im, const std::string& out_dir) {
+  stdfs::create_directories(out_dir);
+  for (const auto& f : im.tokenizer_files) {
+    stdfs::path dst = stdfs::path(out_dir) / stdfs::path(f).filename();
+    if (stdfs::exists(dst) && stdfs::equivalent(f, dst)) continue;
+    fs::write_file_atomic(dst.string(), fs::read_file(f));
+  }
+  NamedTensors named;
+  for (const auto& [name, shape] : hf::parameter_shapes(im.model)) named.emplace_back(name, im.tensors.at(name));
+  save_safetensors((stdfs::path(out_dir) / "model.safetensors").string(), named, {{"source", im.origin}});
+  const std::string cfg_path = (stdfs::path(out_dir) / "config.json").string();
+  fs::write_file_atomic(cfg_path, to_json(native_config(im, out_dir)).dump(2) + "\n");
+  load_train_recipe(cfg_path);  // the layout's promise: the config loads as a recipe
+}
+
+ImportedModel import_to_native(const std::string& source, const std::string& out_dir, const ModelConfig* model_for_pt) {
+  ImportedModel im = load_any(source, model_for_pt);
+  write_native(im, out_dir);
+  return im;
+}
+
+}  // namespace openlm::checkpoint
