@@ -235,13 +235,20 @@ at::Tensor TransformerModule::forward(const at::Tensor& tokens, KVCache* cache) 
     cache->k.resize(layers.size());
     cache->v.resize(layers.size());
   }
+  if (hooks) hooks->before_forward(0);
   at::Tensor x = at::embedding(tok_embeddings->weight, tokens);  // [B, T, d], parameter dtype
   if (post_embed_norm) x = post_embed_norm->forward(x, run);
-  for (std::size_t i = 0; i < layers.size(); ++i)
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const int unit = static_cast<int>(i) + 1;
+    if (hooks) hooks->before_forward(unit);
     x = layers[i]->forward(x, run, cache ? &cache->k[i] : nullptr, cache ? &cache->v[i] : nullptr, offset);
+    if (hooks) hooks->after_forward(unit, x);
+  }
   x = norm->forward(x, run);
   if (cache) cache->length += tokens.size(1);
-  return linear(x, output->weight, run).to(at::kFloat);  // [B, T, V] fp32
+  at::Tensor logits = linear(x, output->weight, run).to(at::kFloat);  // [B, T, V] fp32
+  if (hooks) hooks->after_forward(0, logits);
+  return logits;
 }
 
 }  // namespace openlm

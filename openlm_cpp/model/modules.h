@@ -87,6 +87,7 @@ struct TransformerModule : torch::nn::Module {
   void init_weights();
   ModelConfig cfg;
   RunOptions run;
+  UnitHooks* hooks = nullptr;
   Weight tok_embeddings{nullptr};
   Norm post_embed_norm{nullptr};
   std::vector<Block> layers;

@@ -30,4 +30,18 @@ inline at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tenso
 #endif
 }
 
+/// Releases a tensor's storage memory while keeping the storage object (views into it stay valid
+/// objects and regain their data after realloc_storage). Used for just-in-time parameter gathers.
+inline void free_storage(const at::Tensor& t) {
+  c10::StorageImpl* s = t.storage().unsafeGetStorageImpl();
+  s->set_data_ptr_noswap(at::DataPtr(nullptr, t.device()));
+  s->set_nbytes(0);
+}
+/// Gives a freed storage `nbytes` of fresh (uninitialised) memory from its allocator.
+inline void realloc_storage(const at::Tensor& t, size_t nbytes) {
+  c10::StorageImpl* s = t.storage().unsafeGetStorageImpl();
+  s->set_data_ptr_noswap(s->allocator()->allocate(nbytes));
+  s->set_nbytes(nbytes);
+}
+
 }  // namespace openlm::compat

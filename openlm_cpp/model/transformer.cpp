@@ -62,6 +62,21 @@ std::vector<at::Tensor> Transformer::parameters() const {
   return out;
 }
 
+std::vector<NamedTensors> Transformer::unit_parameters() const {
+  std::vector<NamedTensors> units(static_cast<std::size_t>(cfg_.n_layers) + 1);
+  std::unordered_set<const void*> seen;
+  for (auto& kv : m_->named_parameters(true)) {
+    if (!seen.insert(kv.value().unsafeGetTensorImpl()).second) continue;  // tied: once
+    const std::string& n = kv.key();
+    std::size_t u = 0;
+    if (n.rfind("layers.", 0) == 0) u = std::stoul(n.substr(7, n.find('.', 7) - 7)) + 1;
+    units[u].emplace_back(n, kv.value());
+  }
+  return units;
+}
+
+void Transformer::set_unit_hooks(UnitHooks* hooks) { m_->hooks = hooks; }
+
 void Transformer::load_named(const NamedTensors& tensors, bool allow_missing) {
   auto params = m_->named_parameters(true);
   std::set<std::string> provided;

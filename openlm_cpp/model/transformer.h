@@ -23,6 +23,17 @@ struct KVCache {
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
+/// Callbacks around the model's sharding units (unit 0 = root: embeddings, final norm, output;
+/// unit i+1 = block i), used by parallel/ to gather parameters just in time and to hook backward.
+class UnitHooks {
+ public:
+  virtual ~UnitHooks() = default;
+  /// Before unit `u` computes in forward (root: before the embedding).
+  virtual void before_forward(int u) = 0;
+  /// After unit `u`'s forward; `out` is its output (root: the logits).
+  virtual void after_forward(int u, const at::Tensor& out) = 0;
+};
+
 class Transformer {
  public:
   /// Builds the model on CPU in fp32 and initialises it deterministically from `seed`.
@@ -40,6 +51,10 @@ class Transformer {
   NamedTensors named_parameters() const;
   /// Unique parameter tensors (tied weights once).
   std::vector<at::Tensor> parameters() const;
+  /// Parameters grouped by sharding unit (see UnitHooks), tied weights once (in the root).
+  std::vector<NamedTensors> unit_parameters() const;
+  /// Installs (or removes, with nullptr) unit callbacks; not owned.
+  void set_unit_hooks(UnitHooks* hooks);
 
   /// Copies `tensors` into the parameters by name; every parameter must be present with the
   /// same shape, unless `allow_missing`. Extra names are an error listing them.

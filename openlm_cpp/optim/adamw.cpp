@@ -28,7 +28,12 @@ void AdamW::step(double lr, const std::vector<at::Tensor>* grads) {
     at::Tensor p = params_[i].value;
     at::Tensor g = grads ? (*grads)[i] : p.grad();
     if (!g.defined()) continue;
-    if (params_[i].decay && cfg_.wd != 0) p.mul_(1.0 - lr * cfg_.wd);
+    if (params_[i].decay && cfg_.wd != 0) {
+      if (params_[i].decay_mask.defined())
+        p.addcmul_(p, params_[i].decay_mask, -lr * cfg_.wd);
+      else
+        p.mul_(1.0 - lr * cfg_.wd);
+    }
     m_[i].mul_(b1).add_(g, 1.0 - b1);
     v_[i].mul_(b2).addcmul_(g, g, 1.0 - b2);
     at::Tensor denom = (v_[i].sqrt() / bc2_sqrt).add_(cfg_.eps);

@@ -18,6 +18,7 @@ class AdamW {
     std::string name;      ///< for checkpoints and messages
     at::Tensor value;      ///< updated in place
     bool decay = true;     ///< apply weight decay
+    at::Tensor decay_mask; ///< optional per-element 1/0 decay mask (flat shards mixing norms and weights)
   };
   AdamW(std::vector<Param> params, const OptimConfig& cfg);
 

@@ -2,7 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include <sys/resource.h>
+
 #include <atomic>
+#include <map>
 #include <chrono>
 #include <csignal>
 #include <cmath>
@@ -20,6 +23,8 @@
 #include "openlm_cpp/model/transformer.h"
 #include "openlm_cpp/optim/adamw.h"
 #include "openlm_cpp/optim/schedule.h"
+#include "openlm_cpp/parallel/comm.h"
+#include "openlm_cpp/parallel/fsdp.h"
 #include "openlm_cpp/tokenizer/tokenizer.h"
 #include "openlm_cpp/train/default_corpus.h"
 #include "openlm_cpp/train/generate.h"
@@ -46,6 +51,8 @@ struct Run {
   DistEnv env;
   at::Device device{at::kCPU};
   std::unique_ptr<Transformer> model;
+  std::unique_ptr<parallel::Communicator> comm;   // multi-rank runs only
+  std::unique_ptr<parallel::ShardedModel> sharded; // multi-rank runs only
   std::unique_ptr<AdamW> opt;
   std::unique_ptr<data::BatchSource> data;
   MetricsFanout sinks;
@@ -53,6 +60,7 @@ struct Run {
   int64_t total = 0;     // optimizer steps the schedule spans
   int64_t start = 0;     // completed steps at start (resume)
   int64_t tokens_seen = 0;
+  int64_t state_bytes = 0;  // this rank's parameters + gradients + optimizer state
 };
 
 checkpoint::NamedTensors model_tensors(const Transformer& m) {
@@ -73,21 +81,72 @@ void load_weights_into(Transformer& m, const std::string& src) {
   }
 }
 
+/// Full fp32 weights by OpenLM name (collective in multi-rank runs).
+checkpoint::NamedTensors full_weights(Run& r) {
+  if (!r.sharded) return model_tensors(*r.model);
+  return r.sharded->full_from_shards(r.sharded->masters(), "");
+}
+
+/// Full optimizer state by "<param>.exp_avg(_sq)", independent of world size and strategy.
+checkpoint::NamedTensors full_optimizer_state(Run& r) {
+  checkpoint::NamedTensors out;
+  if (!r.sharded) {
+    for (auto& [n, t] : r.opt->state()) out.emplace_back(n, t);
+    return out;
+  }
+  std::map<std::string, at::Tensor> st;
+  for (auto& [n, t] : r.opt->state()) st[n] = t;
+  for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
+    std::vector<at::Tensor> shards;
+    for (auto& name : r.sharded->shard_names()) shards.push_back(st.at(name + suffix));
+    auto full = r.sharded->full_from_shards(shards, suffix);
+    out.insert(out.end(), full.begin(), full.end());
+  }
+  return out;
+}
+
+/// Loads full weights (+ optimizer state) saved with any world size into this run's layout.
+void load_full_state(Run& r, const checkpoint::TensorMap& weights, const checkpoint::TensorMap* opt_state,
+                     int64_t steps) {
+  NamedTensors w(weights.begin(), weights.end());
+  if (!r.sharded) {
+    r.model->load_named(w);
+    if (opt_state) {
+      std::vector<std::pair<std::string, at::Tensor>> st;
+      for (auto& [n, t] : *opt_state) st.emplace_back(n, t.to(r.device));
+      r.opt->load_state(st, steps);
+    }
+    return;
+  }
+  r.sharded->load_masters(r.sharded->shards_from_full(w, ""));
+  if (opt_state) {
+    NamedTensors o(opt_state->begin(), opt_state->end());
+    std::vector<std::pair<std::string, at::Tensor>> st;
+    auto names = r.sharded->shard_names();
+    for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
+      auto shards = r.sharded->shards_from_full(o, suffix);
+      for (std::size_t i = 0; i < names.size(); ++i) st.emplace_back(names[i] + suffix, shards[i]);
+    }
+    r.opt->load_state(st, steps);
+  }
+}
+
 void save_checkpoint(Run& r, int64_t step) {
   checkpoint::CheckpointFiles f;
-  f.tensor_files.emplace_back("model.safetensors", model_tensors(*r.model));
-  checkpoint::NamedTensors opt_state;
-  for (auto& [n, t] : r.opt->state()) opt_state.emplace_back(n, t);
-  f.tensor_files.emplace_back("optim.safetensors", opt_state);
-  f.metadata = {{"tokens_seen", r.tokens_seen},
-                {"world_size", r.env.world_size},
-                {"strategy", r.cfg.parallel.strategy},
-                {"optimizer_steps", r.opt->steps()},
-                {"data_state", r.data->state()},
-                {"config", to_json(r.cfg)}};
-  std::string dir = checkpoint::save_checkpoint(r.cfg.run_dir, step, f, r.cfg.checkpoint.keep_last,
-                                                r.cfg.checkpoint.keep_every);
-  log::info("checkpoint saved: {}", dir);
+  f.tensor_files.emplace_back("model.safetensors", full_weights(r));
+  f.tensor_files.emplace_back("optim.safetensors", full_optimizer_state(r));
+  if (r.env.rank == 0) {
+    f.metadata = {{"tokens_seen", r.tokens_seen},
+                  {"world_size", r.env.world_size},
+                  {"strategy", r.cfg.parallel.strategy},
+                  {"optimizer_steps", r.opt->steps()},
+                  {"data_state", r.data->state()},
+                  {"config", to_json(r.cfg)}};
+    std::string dir = checkpoint::save_checkpoint(r.cfg.run_dir, step, f, r.cfg.checkpoint.keep_last,
+                                                  r.cfg.checkpoint.keep_every);
+    log::info("checkpoint saved: {}", dir);
+  }
+  if (r.comm) r.comm->barrier();
 }
 
 void resume(Run& r) {
@@ -98,15 +157,21 @@ void resume(Run& r) {
     return;
   }
   auto meta = checkpoint::verify_checkpoint(dir);
-  load_weights_into(*r.model, (stdfs::path(dir) / "model.safetensors").string());
-  auto st = checkpoint::load_safetensors((stdfs::path(dir) / "optim.safetensors").string());
-  std::vector<std::pair<std::string, at::Tensor>> state;
-  for (auto& [n, t] : st) state.emplace_back(n, t.to(r.device));
-  r.opt->load_state(state, meta.at("optimizer_steps").get<int64_t>());
+  auto weights = checkpoint::load_safetensors((stdfs::path(dir) / "model.safetensors").string());
+  auto opt_state = checkpoint::load_safetensors((stdfs::path(dir) / "optim.safetensors").string());
+  try {
+    load_full_state(r, weights, &opt_state, meta.at("optimizer_steps").get<int64_t>());
+  } catch (const DataError& e) {
+    throw DataError("checkpoint '" + dir + "': " + e.what());
+  }
   r.data->restore(meta.at("data_state"));
   r.start = meta.at("step").get<int64_t>();
   r.tokens_seen = meta.value("tokens_seen", int64_t{0});
-  log::info("resumed from {} at step {}", dir, r.start);
+  int saved_world = meta.value("world_size", 1);
+  log::info("resumed from {} at step {}{}", dir, r.start,
+            saved_world != r.env.world_size
+                ? fmt::format(" (resharded from {} to {} ranks)", saved_world, r.env.world_size)
+                : std::string());
 }
 
 /// Relative data/tokenizer paths: the working directory first, then the recipe's directory.
@@ -136,10 +201,7 @@ Run build(const TrainConfig& cfg_in) {
   r.cfg = resolve_inputs(cfg_in);
   const TrainConfig& cfg = r.cfg;
   r.env = detect_dist_env();
-  if (r.env.world_size > 1)
-    throw ConfigError(cfg.source_file, "parallel.strategy", 0,
-                      "multi-rank training (world size " + std::to_string(r.env.world_size) +
-                          ") is not available in this build yet; run one process");
+  if (r.env.world_size > 1) log::set_rank(r.env.rank);
   r.accum = accumulation_steps(cfg, r.env.world_size);
   r.total = total_steps(cfg);
   if (at::hasCUDA()) r.device = at::Device(at::kCUDA, r.env.local_rank);
@@ -154,12 +216,22 @@ Run build(const TrainConfig& cfg_in) {
   if (is_amp(cfg.precision)) r.model->set_compute_dtype(at::kBFloat16);
   r.model->set_grad_checkpointing(cfg.grad_checkpointing);
 
+  const bool exclude = cfg.optim.wd_exclude_norms_biases_embeddings;
   std::vector<AdamW::Param> params;
-  for (auto& [n, t] : r.model->named_parameters()) {
-    bool dup = false;
-    for (auto& p : params) dup |= p.value.is_same(t);
-    if (dup) continue;
-    params.push_back({n, t, !(cfg.optim.wd_exclude_norms_biases_embeddings && is_no_decay_name(n))});
+  if (r.env.world_size > 1) {
+    r.comm = parallel::make_communicator(r.env, cfg.parallel);
+    r.sharded = std::make_unique<parallel::ShardedModel>(*r.model, *r.comm, cfg.parallel, pdt,
+                                                         exclude ? &is_no_decay_name : nullptr);
+    auto names = r.sharded->shard_names();
+    auto masters = r.sharded->masters();
+    auto masks = r.sharded->decay_masks();
+    for (std::size_t i = 0; i < names.size(); ++i) params.push_back({names[i], masters[i], true, masks[i]});
+  } else {
+    for (auto& [n, t] : r.model->named_parameters()) {
+      bool dup = false;
+      for (auto& p : params) dup |= p.value.is_same(t);
+      if (!dup) params.push_back({n, t, !(exclude && is_no_decay_name(n)), at::Tensor()});
+    }
   }
   r.opt = std::make_unique<AdamW>(std::move(params), cfg.optim);
 
@@ -192,9 +264,38 @@ std::string sample_text(Run& r) {
   so.top_p = g.top_p;
   so.seed = r.cfg.seed;
   so.stop_token = tok->eos_id();
-  auto out = generate(*r.model, ids, so);
+  // A sharded model's parameters live in shards: sample from a local copy of the full weights.
+  std::unique_ptr<Transformer> local;
+  Transformer* m = r.model.get();
+  if (r.sharded) {
+    local = std::make_unique<Transformer>(r.cfg.model, 0);
+    local->load_named(full_weights(r));
+    m = local.get();
+  }
+  auto out = generate(*m, ids, so);
   std::vector<int32_t> o32(out.begin(), out.end());
   return tok->decode(o32);
+}
+
+/// Bytes this rank holds for parameters, gradients and optimizer state, and its peak RSS.
+void log_memory(Run& r) {
+  int64_t params = 0, grads = 0, opt = r.opt->state_bytes();
+  if (r.sharded) {
+    auto m = r.sharded->memory(opt);
+    params = m.params;
+    grads = m.grads;
+  } else {
+    for (auto& p : r.model->parameters()) {
+      params += p.nbytes();
+      grads += p.nbytes();  // one gradient per parameter after the first backward
+    }
+  }
+  r.state_bytes = params + grads + opt;
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  log::info("memory: params {:.1f} MiB, grads {:.1f} MiB, optimizer {:.1f} MiB (state {:.1f} MiB); peak RSS {:.1f} MiB",
+            params / 1048576.0, grads / 1048576.0, opt / 1048576.0, (params + grads + opt) / 1048576.0,
+            static_cast<double>(ru.ru_maxrss) / 1024.0);
 }
 
 }  // namespace
@@ -229,12 +330,15 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
               cfg.model.name, counts.total, counts.non_embedding, r.total, cfg.batch.global_batch_size,
               cfg.model.seq_len, r.accum, cfg.precision, r.device.str());
 
+  log_memory(r);
+
   auto prev_term = std::signal(SIGTERM, on_preempt);
   auto prev_usr1 = std::signal(SIGUSR1, on_preempt);
   TrainResult res;
   res.run_dir = cfg.run_dir;
   const std::string weights = (stdfs::path(cfg.run_dir) / "model.safetensors").string();
   const double t_start = now_s();
+  const double W = static_cast<double>(r.env.world_size);
   int64_t step = r.start;
   at::Tensor batch;
   r.model->train(true);
@@ -248,6 +352,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
         exhausted = true;
         break;
       }
+      if (r.sharded) r.sharded->begin_micro_batch(micro == r.accum - 1);
       at::Tensor tokens = batch.to(r.device, /*non_blocking=*/true);
       at::Tensor inputs = tokens.slice(1, 0, -1), targets = tokens.slice(1, 1);
       LossParts lp = lm_loss(r.model->forward(inputs), targets, cfg.optim.z_loss);
@@ -255,21 +360,36 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
       loss_sum += lp.ce.item<double>();
       z_sum += lp.z.item<double>();
     }
-    if (exhausted) {
+    if (exhausted) {  // every rank sees the same global order, so all stop together
       log::info("data exhausted after {} steps (data.on_epoch_end: stop)", step);
       break;
     }
-    const double loss = loss_sum / static_cast<double>(r.accum);
+    double loss = loss_sum / static_cast<double>(r.accum);
+    double zl = z_sum / static_cast<double>(r.accum);
+    if (r.comm) {
+      loss = r.comm->all_reduce_scalar(loss) / W;  // mean over all ranks' tokens (equal micro-batches)
+      zl = r.comm->all_reduce_scalar(zl) / W;
+    }
     if (!std::isfinite(loss))
       throw Error("loss is " + std::to_string(loss) + " at step " + std::to_string(step + 1) +
                   "; stopping without writing weights (the last good ones on disk are kept: " + weights + ")");
-    std::vector<at::Tensor> grads;
-    for (auto& p : r.opt->params()) grads.push_back(p.value.grad());
-    double gnorm = grad_norm(grads);
-    clip_grads(grads, cfg.optim.grad_clip_norm, gnorm);
-    r.opt->step(lr);
-    for (auto& p : r.opt->params())
-      if (p.value.grad().defined()) p.value.mutable_grad().zero_();
+    double gnorm = 0;
+    if (r.sharded) {
+      r.sharded->finish_backward();
+      auto grads = r.sharded->grad_shards();
+      gnorm = r.sharded->grad_norm();
+      clip_grads(grads, cfg.optim.grad_clip_norm, gnorm);
+      r.opt->step(lr, &grads);
+      r.sharded->after_optimizer_step();
+    } else {
+      std::vector<at::Tensor> grads;
+      for (auto& p : r.opt->params()) grads.push_back(p.value.grad());
+      gnorm = grad_norm(grads);
+      clip_grads(grads, cfg.optim.grad_clip_norm, gnorm);
+      r.opt->step(lr);
+      for (auto& p : r.opt->params())
+        if (p.value.grad().defined()) p.value.mutable_grad().zero_();
+    }
     ++step;
     r.tokens_seen += cfg.batch.global_batch_size * cfg.model.seq_len;
 
@@ -280,26 +400,32 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
                         {"data_wait_s", r.data->wait_seconds() - wait0},
                         {"elapsed_s", now_s() - t_start},
                         {"eta_s", dt * static_cast<double>(last - step)}};
-    if (cfg.optim.z_loss > 0) m["z_loss"] = z_sum / static_cast<double>(r.accum);
-    if (peak > 0) m["mfu"] = tps / r.env.world_size * fpt / (peak * 1e12);
+    if (cfg.optim.z_loss > 0) m["z_loss"] = zl;
+    m["state_bytes_per_rank"] = r.state_bytes;
+    if (peak > 0) m["mfu"] = tps / W * fpt / (peak * 1e12);
     r.sinks.log(m);
     res.last_loss = loss;
 
-    if (rank0 && cfg.logging.save_weights_every > 0 && step % cfg.logging.save_weights_every == 0)
-      checkpoint::save_safetensors(weights, model_tensors(*r.model));
+    if (cfg.logging.save_weights_every > 0 && step % cfg.logging.save_weights_every == 0) {
+      auto w = full_weights(r);  // collective
+      if (rank0) checkpoint::save_safetensors(weights, w);
+    }
+    // A preemption signal reaching any rank makes every rank checkpoint and stop together.
     bool preempted = g_signal != 0;
+    if (r.comm) preempted = r.comm->all_reduce_scalar(preempted ? 1.0 : 0.0, parallel::ReduceOp::Max) > 0;
     if ((cfg.checkpoint.every_steps > 0 && step % cfg.checkpoint.every_steps == 0) || step == last || preempted)
       save_checkpoint(r, step);
     if (preempted) {
-      log::warn("signal {} received: checkpoint saved at step {}, exiting", g_signal.load(), step);
+      log::warn("preemption signal: checkpoint saved at step {}, exiting", step);
       break;
     }
   }
   std::signal(SIGTERM, prev_term);
   std::signal(SIGUSR1, prev_usr1);
   res.steps_done = step;
+  auto final_weights = full_weights(r);  // collective
   if (rank0) {
-    checkpoint::save_safetensors(weights, model_tensors(*r.model));
+    checkpoint::save_safetensors(weights, final_weights);
     res.weights_path = weights;
     log::info("weights written to {}", weights);
     if (step >= r.total && g_signal == 0) {
@@ -307,6 +433,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
       if (!res.sample.empty()) log::info("sample: {}", res.sample);
     }
   }
+  if (r.comm) r.comm->barrier();
   g_signal = 0;
   return res;
 }

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <vector>
@@ -14,8 +15,19 @@ namespace fs = std::filesystem;
 
 namespace openlm::testing {
 
+namespace {
+fs::path test_root() { return fs::temp_directory_path() / ("openlm_test_" + std::to_string(::getpid())); }
+/// Removes this process's temporary tree at exit (kept when OPENLM_KEEP_TEST_FILES is set).
+struct Cleanup {
+  ~Cleanup() {
+    std::error_code ec;
+    if (!std::getenv("OPENLM_KEEP_TEST_FILES")) fs::remove_all(test_root(), ec);
+  }
+} cleanup;
+}  // namespace
+
 std::string temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("openlm_test_" + std::to_string(::getpid())) / name;
+  fs::path d = test_root() / name;
   fs::remove_all(d);
   fs::create_directories(d);
   return d.string();
