@@ -1,16 +1,17 @@
 #include "openlm_cpp/checkpoint/hf_import.h"
 
 #include <ATen/ATen.h>
-#include <torch/csrc/jit/serialization/pickle.h>
+#include <caffe2/serialize/inline_container.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
+#include <map>
+#include <tuple>
 #include <set>
 
 #include "openlm_cpp/checkpoint/atomic_file.h"
+#include "openlm_cpp/checkpoint/pt_pickle.h"
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/core/log.h"
 #include "openlm_cpp/core/recipe.h"
@@ -145,12 +146,16 @@ std::string strip_wrappers(std::string n) {
   }
 }
 
-std::vector<char> read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw_errno("cannot open", path);
-  std::vector<char> data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (f.bad()) throw_errno("cannot read", path);
-  return data;
+/// torch.save storage class name -> dtype (nullopt for types we do not import).
+c10::optional<at::ScalarType> storage_dtype(const std::string& type) {
+  static const std::map<std::string, at::ScalarType> kTypes = {
+      {"FloatStorage", at::kFloat},   {"DoubleStorage", at::kDouble}, {"HalfStorage", at::kHalf},
+      {"BFloat16Storage", at::kBFloat16}, {"LongStorage", at::kLong}, {"IntStorage", at::kInt},
+      {"ShortStorage", at::kShort},   {"CharStorage", at::kChar},     {"ByteStorage", at::kByte},
+      {"BoolStorage", at::kBool}};
+  auto it = kTypes.find(type);
+  if (it == kTypes.end()) return c10::nullopt;
+  return it->second;
 }
 
 /// The first line of a c10::Error (the rest is a C++ backtrace).
@@ -234,48 +239,73 @@ ImportedModel load_hf(const std::string& dir) {
 }
 
 ImportedModel load_openlm_pt(const std::string& file, const ModelConfig& model) {
-  std::vector<char> bytes = read_bytes(file);
-  c10::IValue root;
+  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> zip;
   try {
-    root = torch::jit::pickle_load(bytes);
+    zip = std::make_unique<caffe2::serialize::PyTorchStreamReader>(file);
   } catch (const c10::Error& e) {
-    std::string why = first_line(e.what_without_backtrace());
-    if (why.find("Expected GenericDict but got None") != std::string::npos)
-      why = "a collections.OrderedDict (what model.state_dict() returns) cannot be rebuilt by LibTorch's "
-            "restricted unpickler; re-save it as a plain dict: torch.save({'state_dict': dict(sd)}, path)";
-    else if (why.find("central directory") != std::string::npos)
-      why = "not a zip-format torch.save file (the legacy format from _use_new_zipfile_serialization=False "
-            "is not readable by LibTorch's unpickler; re-save with a current torch.save)";
-    throw DataError(file + ": cannot read the torch.save checkpoint: " + why);
+    throw DataError(file + ": not a zip-format torch.save file (" + first_line(e.what_without_backtrace()) +
+                    "); the legacy format (_use_new_zipfile_serialization=False) is not supported: load and "
+                    "re-save it with torch.save");
   }
-  bytes.clear();
-  bytes.shrink_to_fit();
-  if (!root.isGenericDict()) throw DataError(file + ": expected a dict at the top level, got " + root.tagKind());
-  c10::impl::GenericDict top = root.toGenericDict();
-  c10::impl::GenericDict sd = top;
-  bool nested = false;  // {"state_dict": {...}, "epoch": ...} rather than a bare state dict
-  for (const auto& kv : top)
-    if (kv.key().isString() && kv.key().toStringRef() == "state_dict") {
-      if (!kv.value().isGenericDict())
-        throw DataError(file + ": 'state_dict' is a " + kv.value().tagKind() + ", expected a dict of tensors");
-      sd = kv.value().toGenericDict();
-      nested = true;
-    }
+  auto [pkl, pkl_size] = zip->getRecord("data.pkl");
+  pickle::ValuePtr root = pickle::parse(static_cast<const uint8_t*>(pkl.get()), pkl_size, file + ": data.pkl");
+  if (!root->is(pickle::Value::Kind::Dict))
+    throw DataError(file + ": expected a dict at the top level, got a " + pickle::Value::kind_name(root->kind));
+  pickle::ValuePtr sd = root;
+  const bool nested = root->get("state_dict") != nullptr;  // {"state_dict": ..., "epoch": ...} or a bare state dict
+  if (nested) {
+    sd = root->get("state_dict");
+    if (!sd->is(pickle::Value::Kind::Dict))
+      throw DataError(file + ": 'state_dict' is a " + std::string(pickle::Value::kind_name(sd->kind)) +
+                      ", expected a dict of tensors");
+  }
   ImportedModel im;
   im.model = model;
   im.origin = "pt";
   Problems p;
-  for (const auto& kv : sd) {
-    if (!kv.key().isString()) continue;
-    const std::string raw = kv.key().toStringRef();
-    if (!kv.value().isTensor()) {
-      if (nested) p.add("entry '" + raw + "' is a " + kv.value().tagKind() + ", not a tensor");
+  std::map<std::string, std::tuple<at::DataPtr, size_t>> storages;  // record key -> bytes
+  for (const auto& [k, v] : sd->dict) {
+    if (!k->is(pickle::Value::Kind::String)) continue;
+    const std::string& raw = k->s;
+    if (!v->is(pickle::Value::Kind::Tensor)) {
+      if (nested) p.add("entry '" + raw + "' is a " + pickle::Value::kind_name(v->kind) + ", not a tensor");
       continue;
     }
     const std::string name = strip_wrappers(raw);
     if (is_rotary_buffer(name)) continue;
     if (im.tensors.count(name)) p.add("'" + raw + "' duplicates '" + name + "' after stripping prefixes");
-    im.tensors[name] = to_fp32(kv.value().toTensor());
+    const pickle::TensorRef& t = v->tensor;
+    auto dt = storage_dtype(t.storage_type);
+    if (!dt) {
+      p.add("'" + raw + "': unsupported storage type " + t.storage_type);
+      continue;
+    }
+    auto it = storages.find(t.storage_key);
+    if (it == storages.end()) {
+      const std::string rec = "data/" + t.storage_key;
+      if (!zip->hasRecord(rec)) {
+        p.add("'" + raw + "': storage record " + rec + " is missing from the archive");
+        continue;
+      }
+      it = storages.emplace(t.storage_key, zip->getRecord(rec)).first;
+    }
+    const int64_t item = static_cast<int64_t>(c10::elementSize(*dt));
+    const int64_t numel = static_cast<int64_t>(std::get<1>(it->second)) / item;
+    // The view must stay inside the storage: offset + sum((size-1)*stride) < numel.
+    int64_t last = t.offset;
+    bool ok = t.offset >= 0;
+    for (size_t d = 0; d < t.size.size(); ++d) {
+      if (t.size[d] < 0 || t.stride[d] < 0) ok = false;
+      if (t.size[d] == 0) last = -1;
+      if (ok && last >= 0 && t.size[d] > 0) last += (t.size[d] - 1) * t.stride[d];
+    }
+    if (!ok || last >= numel) {
+      p.add("'" + raw + "': view (offset " + std::to_string(t.offset) + ") runs past its storage of " +
+            std::to_string(numel) + " elements");
+      continue;
+    }
+    at::Tensor base = at::from_blob(std::get<0>(it->second).get(), {numel}, at::TensorOptions().dtype(*dt));
+    im.tensors[name] = base.as_strided(t.size, t.stride, t.offset).to(at::kFloat).contiguous().clone();
   }
   p.raise_if_any(file, "bad state_dict entries");
   complete_tied(model, im.tensors);
