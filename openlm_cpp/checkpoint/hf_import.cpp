@@ -345,6 +345,21 @@ ImportedModel load_any(const std::string& source, const ModelConfig* model_for_p
   return load_native(source);
 }
 
+std::string architecture_difference(const ModelConfig& a, const ModelConfig& b) {
+  ModelConfig x = a, y = b;
+  x.name = y.name = "";
+  x.seq_len = y.seq_len = 0;
+  x.n_kv_heads = x.kv_heads();
+  y.n_kv_heads = y.kv_heads();
+  x.ffn_hidden = x.hidden_dim();
+  y.ffn_hidden = y.hidden_dim();
+  nlohmann::json jx = to_json(x), jy = to_json(y);
+  for (auto it = jx.begin(); it != jx.end(); ++it)
+    if (!jy.contains(it.key()) || jy[it.key()] != it.value())
+      return it.key() + ": " + it.value().dump() + " vs " + (jy.contains(it.key()) ? jy[it.key()].dump() : "(absent)");
+  return "";
+}
+
 TrainConfig native_config(const ImportedModel& im, const std::string& out_dir) {
   TrainConfig c;
   c.model = im.model;

@@ -58,6 +58,10 @@ TensorMap from_hf_tensors(const hf::HfConfig& c, const TensorMap& hf, const std:
 /// unexpected or misshapen tensor.
 void check_tensors(const ModelConfig& m, const TensorMap& t, const std::string& where);
 
+/// "" when `a` and `b` describe the same architecture (name and seq_len may differ: fine-tuning at
+/// another context length is legitimate), else the first difference ("norm_type: rms_norm vs ...").
+std::string architecture_difference(const ModelConfig& a, const ModelConfig& b);
+
 /// The resolved train recipe written beside imported weights: defaults + `im.model`, tokenizer
 /// pointing at the copied SentencePiece model in `out_dir` (absolute path), data.default_corpus
 /// false and a placeholder manifest (replace it before training on the result).

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "openlm_cpp/checkpoint/atomic_file.h"
+#include "openlm_cpp/checkpoint/hf_import.h"
 #include "openlm_cpp/checkpoint/tensor_file.h"
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/core/recipe.h"
@@ -41,10 +42,17 @@ LoadedModel load_for_inference(const std::string& source, const std::string& tok
   LoadedModel out;
   stdfs::path p(source);
   if (!stdfs::exists(p)) throw ConfigError(source, "", 0, "no such file or directory");
-  out.config = find_config(stdfs::is_directory(p) ? p : p.parent_path());
-  out.model = std::make_unique<Transformer>(out.config.model, 0);
-  auto tensors = checkpoint::load_safetensors(find_weights(source));
-  out.model->load_named(NamedTensors(tensors.begin(), tensors.end()));
+  if (checkpoint::is_hf_dir(source)) {  // a Hugging Face directory (checkpoint/hf_import.h)
+    auto im = checkpoint::load_hf(source);
+    out.config = checkpoint::native_config(im, source);
+    out.model = std::make_unique<Transformer>(im.model, 0);
+    out.model->load_named(NamedTensors(im.tensors.begin(), im.tensors.end()));
+  } else {
+    out.config = find_config(stdfs::is_directory(p) ? p : p.parent_path());
+    out.model = std::make_unique<Transformer>(out.config.model, 0);
+    auto tensors = checkpoint::load_safetensors(find_weights(source));
+    out.model->load_named(NamedTensors(tensors.begin(), tensors.end()));
+  }
   if (at::hasCUDA()) out.model->to(at::Device(at::kCUDA, 0), at::kFloat);
   out.model->train(false);
   std::string tok = tokenizer_override.empty() ? out.config.tokenizer.path : tokenizer_override;

@@ -13,6 +13,7 @@
 
 #include "data_loader/batch_source.h"
 #include "openlm_cpp/checkpoint/atomic_file.h"
+#include "openlm_cpp/checkpoint/hf_import.h"
 #include "openlm_cpp/checkpoint/native_checkpoint.h"
 #include "openlm_cpp/checkpoint/tensor_file.h"
 #include "openlm_cpp/core/dist_env.h"
@@ -71,6 +72,14 @@ checkpoint::NamedTensors model_tensors(const Transformer& m) {
 
 /// Loads weights from a safetensors file / run dir / checkpoint dir into the model.
 void load_weights_into(Transformer& m, const std::string& src) {
+  if (checkpoint::is_hf_dir(src)) {  // init_from: <Hugging Face directory> (checkpoint/hf_import.h)
+    auto im = checkpoint::load_hf(src);
+    std::string diff = checkpoint::architecture_difference(m.config(), im.model);
+    if (!diff.empty())
+      throw ConfigError(src, "init_from", 0, "the Hugging Face model's architecture differs from the recipe's model (" + diff + ")");
+    m.load_named(NamedTensors(im.tensors.begin(), im.tensors.end()));
+    return;
+  }
   std::string path = find_weights(src);
   auto tensors = checkpoint::load_safetensors(path);
   NamedTensors named(tensors.begin(), tensors.end());
