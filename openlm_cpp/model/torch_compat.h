@@ -17,7 +17,9 @@ constexpr bool kHasSdpa = OPENLM_TORCH_AT_LEAST(2, 0);
 inline at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                        const at::Tensor& mask, bool causal) {
 #if OPENLM_TORCH_AT_LEAST(2, 0)
-  return at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal && !mask.defined());
+  // An undefined tensor inside the optional would count as "a mask given": pass nullopt instead.
+  c10::optional<at::Tensor> m = mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt;
+  return at::scaled_dot_product_attention(q, k, v, m, 0.0, causal && !mask.defined());
 #else
   // Plain attention: scores in the input dtype, softmax in fp32 for stability.
   double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
