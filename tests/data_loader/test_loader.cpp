@@ -329,8 +329,11 @@ std::string read_epoch(LoaderOptions o, int64_t* skipped = nullptr, int64_t* row
 void expect_error_then_skip(const std::string& man, const std::string& needle, int64_t vocab = 50432) {
   auto o = options(man, 2, 1);
   o.vocab_size = vocab;
-  std::string err = read_epoch(o);
-  EXPECT_NE(err.find(needle), std::string::npos) << "error was: " << err;
+  for (int workers : {0, 2}) {  // errors surface from next() whether decoded inline or by a worker
+    o.cfg.num_workers = workers;
+    std::string err = read_epoch(o);
+    EXPECT_NE(err.find(needle), std::string::npos) << "error was: " << err;
+  }
   o.cfg.skip_corrupt = true;
   o.cfg.num_workers = 2;
   int64_t skipped = 0, rows = 0;
