@@ -248,10 +248,11 @@ ImportedModel load_openlm_pt(const std::string& file, const ModelConfig& model) 
                     "re-save it with torch.save");
   }
   auto [pkl, pkl_size] = zip->getRecord("data.pkl");
-  pickle::ValuePtr root = pickle::parse(static_cast<const uint8_t*>(pkl.get()), pkl_size, file + ": data.pkl");
+  auto doc = pickle::parse(static_cast<const uint8_t*>(pkl.get()), pkl_size, file + ": data.pkl");
+  const pickle::Value* root = doc->root;
   if (!root->is(pickle::Value::Kind::Dict))
     throw DataError(file + ": expected a dict at the top level, got a " + pickle::Value::kind_name(root->kind));
-  pickle::ValuePtr sd = root;
+  const pickle::Value* sd = root;
   const bool nested = root->get("state_dict") != nullptr;  // {"state_dict": ..., "epoch": ...} or a bare state dict
   if (nested) {
     sd = root->get("state_dict");

@@ -10,25 +10,10 @@ namespace {
 
 using K = Value::Kind;
 
-ValuePtr make(K k) {
-  auto v = std::make_shared<Value>();
-  v->kind = k;
-  return v;
-}
-ValuePtr make_int(int64_t i) {
-  auto v = make(K::Int);
-  v->i = i;
-  return v;
-}
-ValuePtr make_str(K k, std::string s) {
-  auto v = make(k);
-  v->s = std::move(s);
-  return v;
-}
-
 class Machine {
  public:
-  Machine(const uint8_t* d, size_t n, const std::string& where) : d_(d), n_(n), where_(where) {}
+  Machine(const uint8_t* d, size_t n, const std::string& where, Document& doc)
+      : d_(d), n_(n), where_(where), doc_(doc) {}
 
   ValuePtr run() {
     for (;;) {
@@ -45,7 +30,7 @@ class Machine {
         case 'N': push(make(K::None)); break;
         case 0x88:
         case 0x89: {
-          auto v = make(K::Bool);
+          ValuePtr v = make(K::Bool);
           v->b = op == 0x88;
           push(v);
           break;
@@ -53,12 +38,12 @@ class Machine {
         case 'J': push(make_int(static_cast<int32_t>(le(4)))); break;  // BININT
         case 'K': push(make_int(static_cast<int64_t>(le(1)))); break;  // BININT1
         case 'M': push(make_int(static_cast<int64_t>(le(2)))); break;  // BININT2
-        case 0x8a: push(make_int(long_int(byte()))); break;             // LONG1
-        case 0x8b: push(make_int(long_int(le(4)))); break;              // LONG4
+        case 0x8a: push(long_int(byte())); break;                      // LONG1
+        case 0x8b: push(long_int(le(4))); break;                       // LONG4
         case 'G': {                                                     // BINFLOAT (big-endian)
           uint64_t u = 0;
           for (uint8_t c : bytes(8)) u = (u << 8) | c;
-          auto v = make(K::Float);
+          ValuePtr v = make(K::Float);
           std::memcpy(&v->f, &u, 8);
           push(v);
           break;
@@ -78,13 +63,13 @@ class Machine {
         case 'l':
         case 't':
         case 0x91: {  // LIST, TUPLE, FROZENSET from the items above the mark
-          auto v = make(op == 't' ? K::Tuple : K::List);
+          ValuePtr v = make(op == 't' ? K::Tuple : K::List);
           v->items = pop_mark();
           push(v);
           break;
         }
         case 'd': {  // DICT
-          auto v = make(K::Dict);
+          ValuePtr v = make(K::Dict);
           add_pairs(*v, pop_mark());
           push(v);
           break;
@@ -92,7 +77,7 @@ class Machine {
         case 0x85:
         case 0x86:
         case 0x87: {  // TUPLE1..3
-          auto v = make(K::Tuple);
+          ValuePtr v = make(K::Tuple);
           v->items.resize(op - 0x84);
           for (size_t k = v->items.size(); k-- > 0;) v->items[k] = pop();
           push(v);
@@ -144,7 +129,8 @@ class Machine {
           break;
         }
         case 0x81: {  // NEWOBJ
-          ValuePtr args = pop(), cls = pop();
+          pop();  // args: nothing is constructed
+          ValuePtr cls = pop();
           push(make_str(K::Object, cls->is(K::Global) ? cls->s : std::string("?")));
           break;
         }
@@ -163,6 +149,22 @@ class Machine {
   }
 
  private:
+  ValuePtr make(K k) {
+    doc_.values.push_back(std::make_unique<Value>());
+    doc_.values.back()->kind = k;
+    return doc_.values.back().get();
+  }
+  ValuePtr make_int(int64_t i) {
+    ValuePtr v = make(K::Int);
+    v->i = i;
+    return v;
+  }
+  ValuePtr make_str(K k, std::string s) {
+    ValuePtr v = make(k);
+    v->s = std::move(s);
+    return v;
+  }
+
   [[noreturn]] void fail(const std::string& what) const {
     throw DataError(where_ + ": byte " + std::to_string(op_at_) + ": " + what);
   }
@@ -205,13 +207,16 @@ class Machine {
     if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos) fail("bad memo index");
     return std::stoull(s);
   }
-  /// Little-endian two's complement of `k` bytes; only values that fit int64 are accepted.
-  int64_t long_int(uint64_t k) {
-    if (k > 8) fail("integer wider than 64 bits");
-    if (k == 0) return 0;
+  /// Little-endian two's complement of `k` bytes; wider than int64 becomes an opaque Object.
+  ValuePtr long_int(uint64_t k) {
+    if (k > 8) {
+      text(k);  // bounds-checked skip
+      return make_str(K::Object, "int");
+    }
+    if (k == 0) return make_int(0);
     uint64_t u = le(k);
     if (k < 8 && (u >> (8 * k - 1)) & 1) u |= ~uint64_t(0) << (8 * k);  // sign-extend
-    return static_cast<int64_t>(u);
+    return make_int(static_cast<int64_t>(u));
   }
   void push(ValuePtr v) { stack_.push_back(std::move(v)); }
   ValuePtr pop() {
@@ -220,7 +225,7 @@ class Machine {
     stack_.pop_back();
     return v;
   }
-  const ValuePtr& top() const {
+  ValuePtr top() const {
     if (stack_.size() <= (marks_.empty() ? 0 : marks_.back())) fail("stack underflow");
     return stack_.back();
   }
@@ -233,7 +238,7 @@ class Machine {
     return out;
   }
   Value* container(K k) {
-    Value* v = top().get();
+    Value* v = top();
     if (!v->is(k)) fail(std::string("expected a ") + Value::kind_name(k) + " on the stack, got a " + Value::kind_name(v->kind));
     return v;
   }
@@ -267,7 +272,7 @@ class Machine {
       fail("unsupported persistent id (expected ('storage', type, key, location, numel))");
     const auto& it = pid->items;
     if (!it[1]->is(K::Global) || !it[2]->is(K::String) || !it[4]->is(K::Int)) fail("malformed storage persistent id");
-    auto v = make(K::Storage);
+    ValuePtr v = make(K::Storage);
     v->s = it[2]->s;
     v->tensor.storage_key = it[2]->s;
     const std::string& type = it[1]->s;
@@ -282,7 +287,7 @@ class Machine {
     const std::string name = fn->is(K::Global) ? fn->s : std::string();
     const auto& a = args->items;
     if (name == "collections.OrderedDict") {
-      auto d = make(K::Dict);
+      ValuePtr d = make(K::Dict);
       if (!a.empty() && a[0]->is(K::List))
         for (auto& kv : a[0]->items)
           if ((kv->is(K::Tuple) || kv->is(K::List)) && kv->items.size() == 2) d->dict.emplace_back(kv->items[0], kv->items[1]);
@@ -290,7 +295,7 @@ class Machine {
     }
     if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") {
       if (a.size() < 4 || !a[0]->is(K::Storage) || !a[1]->is(K::Int)) fail(name + ": unexpected arguments");
-      auto t = make(K::Tensor);
+      ValuePtr t = make(K::Tensor);
       t->tensor = a[0]->tensor;
       t->tensor.offset = a[1]->i;
       t->tensor.size = ints(a[2], "tensor size");
@@ -312,6 +317,7 @@ class Machine {
   const uint8_t* d_;
   size_t n_, pos_ = 0, op_at_ = 0;
   std::string where_;
+  Document& doc_;
   std::vector<ValuePtr> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint32_t, ValuePtr> memo_;
@@ -319,7 +325,7 @@ class Machine {
 
 }  // namespace
 
-ValuePtr Value::get(const std::string& key) const {
+const Value* Value::get(const std::string& key) const {
   if (kind != Kind::Dict) return nullptr;
   for (const auto& [k, v] : dict)
     if (k->kind == Kind::String && k->s == key) return v;
@@ -345,8 +351,10 @@ const char* Value::kind_name(Kind k) {
   return "?";
 }
 
-ValuePtr parse(const uint8_t* data, size_t size, const std::string& where) {
-  return Machine(data, size, where).run();
+std::unique_ptr<Document> parse(const uint8_t* data, size_t size, const std::string& where) {
+  auto doc = std::make_unique<Document>();
+  doc->root = Machine(data, size, where, *doc).run();
+  return doc;
 }
 
 }  // namespace openlm::checkpoint::pickle

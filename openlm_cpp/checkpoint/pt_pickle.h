@@ -20,7 +20,8 @@
 namespace openlm::checkpoint::pickle {
 
 struct Value;
-using ValuePtr = std::shared_ptr<Value>;
+/// Values are owned by their Document (an arena: pickle memo references can form cycles).
+using ValuePtr = Value*;
 
 /// A tensor as torch.save describes it: a view into storage record "data/<storage_key>".
 struct TensorRef {
@@ -44,13 +45,19 @@ struct Value {
 
   bool is(Kind k) const { return kind == k; }
   /// Dict lookup by string key (nullptr when absent or not a dict).
-  ValuePtr get(const std::string& key) const;
+  const Value* get(const std::string& key) const;
   static const char* kind_name(Kind k);
+};
+
+/// A parsed pickle: every value lives in `values`; `root` is what STOP returned.
+struct Document {
+  std::vector<std::unique_ptr<Value>> values;
+  const Value* root = nullptr;
 };
 
 /// Parses one pickle stream (protocols 2-5, the opcodes torch.save and plain Python containers
 /// use). Throws DataError "<where>: byte N: ..." on truncated or malformed input, unknown opcodes,
 /// and memo/stack misuse. Never executes anything.
-ValuePtr parse(const uint8_t* data, size_t size, const std::string& where);
+std::unique_ptr<Document> parse(const uint8_t* data, size_t size, const std::string& where);
 
 }  // namespace openlm::checkpoint::pickle
