@@ -50,9 +50,16 @@ class TarShardReader final : public ShardReader {
   void ensure_index() {
     std::lock_guard<std::mutex> lk(mu_);
     if (indexed_) return;
+    if (!index_error_.empty()) throw DataError(index_error_);  // a broken shard is indexed once
     auto* f = file_.get();
     ReadAtFn rd = [f](uint64_t off, void* buf, size_t n) { return f->read_at(off, buf, n); };
-    auto all = index_tar(rd, f->size(), path_);
+    std::vector<TarMember> all;
+    try {
+      all = index_tar(rd, f->size(), path_);
+    } catch (const DataError& e) {
+      index_error_ = e.what();
+      throw;
+    }
     for (auto& m : all) {
       MemberKind k = member_kind(m.name);
       if (k == MemberKind::Other) continue;  // webdataset ignores keys it does not use
@@ -65,6 +72,7 @@ class TarShardReader final : public ShardReader {
   std::unique_ptr<RandomAccessFile> file_;
   std::mutex mu_;
   bool indexed_ = false;
+  std::string index_error_;
   std::vector<Member> members_;
 };
 

@@ -102,7 +102,8 @@ bool TokenDataset::try_fetch(const Draw& d, int64_t* out, DecodeScratch& scratch
 
 void TokenDataset::fetch(const Draw& d, int64_t* out, DecodeScratch& scratch, std::vector<int64_t>& tmp) const {
   const Source& src = sources_[static_cast<size_t>(d.source)];
-  const int64_t n = src.prefix.back();
+  // give up after this many consecutive unusable draws: the data is systematically bad
+  const int64_t n = std::min<int64_t>(src.prefix.back(), kMaxConsecutiveSkips);
   for (int64_t t = 0; t < n; ++t) {
     Draw dd = t == 0 ? d : planner_->draw(d.source, d.k + t);
     try {
@@ -119,7 +120,7 @@ void TokenDataset::fetch(const Draw& d, int64_t* out, DecodeScratch& scratch, st
     }
   }
   throw DataError("source '" + src.manifest.path + "': no usable sequence of " + std::to_string(opt_.sample_len) +
-                  " tokens found after trying all " + std::to_string(n) + " sequences");
+                  " tokens in " + std::to_string(n) + " consecutive draws (all short or corrupt)");
 }
 
 }  // namespace openlm::data

@@ -23,6 +23,9 @@
 
 namespace openlm::data {
 
+/// A draw is replaced by at most this many following draws before the loader gives up.
+inline constexpr int64_t kMaxConsecutiveSkips = 10000;
+
 struct DatasetOptions {
   std::vector<DataSourceConfig> sources;  ///< manifest paths with weights
   std::string base_dir;                   ///< relative manifest paths resolve against this

@@ -451,3 +451,19 @@ TEST(Loader, StateIsSmallAndNamesTheEpoch) {
   EXPECT_EQ(st["drawn"], nlohmann::json::array({12}));
   EXPECT_LT(st.dump().size(), 1024u);
 }
+
+TEST(LoaderBadData, ASourceWithNoUsableSequenceFailsInsteadOfLooping) {
+  auto dir = temp_dir("all_short");
+  auto man = write_synthetic(dir, false, 2, 3, 5);  // every member shorter than seq_len + 1 = 9
+  auto o = options(man, 2, 1);
+  o.cfg.skip_corrupt = true;
+  auto src = make_batch_source(o);
+  at::Tensor t;
+  try {
+    src->next(t);
+    FAIL();
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("no usable sequence"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(src->stats()["skipped_short"].get<int64_t>(), 6);
+}
