@@ -7,6 +7,7 @@
 #include <atomic>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <tuple>
 #include <set>
 
@@ -147,14 +148,14 @@ std::string strip_wrappers(std::string n) {
 }
 
 /// torch.save storage class name -> dtype (nullopt for types we do not import).
-c10::optional<at::ScalarType> storage_dtype(const std::string& type) {
+std::optional<at::ScalarType> storage_dtype(const std::string& type) {
   static const std::map<std::string, at::ScalarType> kTypes = {
       {"FloatStorage", at::kFloat},   {"DoubleStorage", at::kDouble}, {"HalfStorage", at::kHalf},
       {"BFloat16Storage", at::kBFloat16}, {"LongStorage", at::kLong}, {"IntStorage", at::kInt},
       {"ShortStorage", at::kShort},   {"CharStorage", at::kChar},     {"ByteStorage", at::kByte},
       {"BoolStorage", at::kBool}};
   auto it = kTypes.find(type);
-  if (it == kTypes.end()) return c10::nullopt;
+  if (it == kTypes.end()) return std::nullopt;
   return it->second;
 }
 
@@ -187,6 +188,105 @@ TrainConfig find_native_config(const stdfs::path& start) {
     if (d == d.parent_path()) break;
   }
   throw ConfigError(start.string(), "", 0, "no config.json or checkpoint metadata.json found here or above");
+}
+
+/// Every tensor of a torch.save zip file's state dict (the dict itself, or its "state_dict" entry),
+/// converted to fp32, names optionally stripped of "module." / "_orig_mod.". Read with
+/// PyTorchStreamReader + the restricted pickle reader (pt_pickle.h): nothing is executed.
+TensorMap read_torch_save(const std::string& file, bool strip) {
+  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> zip;
+  try {
+    zip = std::make_unique<caffe2::serialize::PyTorchStreamReader>(file);
+  } catch (const c10::Error& e) {
+    throw DataError(file + ": not a zip-format torch.save file (" + first_line(e.what_without_backtrace()) +
+                    "); the legacy format (_use_new_zipfile_serialization=False) is not supported: load and "
+                    "re-save it with torch.save");
+  }
+  auto [pkl, pkl_size] = zip->getRecord("data.pkl");
+  auto doc = pickle::parse(static_cast<const uint8_t*>(pkl.get()), pkl_size, file + ": data.pkl");
+  const pickle::Value* root = doc->root;
+  if (!root->is(pickle::Value::Kind::Dict))
+    throw DataError(file + ": expected a dict at the top level, got a " + pickle::Value::kind_name(root->kind));
+  const pickle::Value* sd = root;
+  const bool nested = root->get("state_dict") != nullptr;  // {"state_dict": ..., "epoch": ...} or a bare state dict
+  if (nested) {
+    sd = root->get("state_dict");
+    if (!sd->is(pickle::Value::Kind::Dict))
+      throw DataError(file + ": 'state_dict' is a " + std::string(pickle::Value::kind_name(sd->kind)) +
+                      ", expected a dict of tensors");
+  }
+  TensorMap out;
+  Problems p;
+  std::map<std::string, std::tuple<at::DataPtr, size_t>> storages;  // record key -> bytes
+  for (const auto& [k, v] : sd->dict) {
+    if (!k->is(pickle::Value::Kind::String)) continue;
+    const std::string& raw = k->s;
+    if (!v->is(pickle::Value::Kind::Tensor)) {
+      if (nested) p.add("entry '" + raw + "' is a " + pickle::Value::kind_name(v->kind) + ", not a tensor");
+      continue;
+    }
+    const std::string name = strip ? strip_wrappers(raw) : raw;
+    if (out.count(name)) p.add("'" + raw + "' duplicates '" + name + "' after stripping prefixes");
+    const pickle::TensorRef& t = v->tensor;
+    auto dt = storage_dtype(t.storage_type);
+    if (!dt) {
+      p.add("'" + raw + "': unsupported storage type " + t.storage_type);
+      continue;
+    }
+    auto it = storages.find(t.storage_key);
+    if (it == storages.end()) {
+      const std::string rec = "data/" + t.storage_key;
+      if (!zip->hasRecord(rec)) {
+        p.add("'" + raw + "': storage record " + rec + " is missing from the archive");
+        continue;
+      }
+      it = storages.emplace(t.storage_key, zip->getRecord(rec)).first;
+    }
+    const int64_t item = static_cast<int64_t>(c10::elementSize(*dt));
+    const int64_t numel = static_cast<int64_t>(std::get<1>(it->second)) / item;
+    // The view must stay inside the storage: offset + sum((size-1)*stride) < numel.
+    int64_t last = t.offset;
+    bool ok = t.offset >= 0;
+    for (size_t d = 0; d < t.size.size(); ++d) {
+      if (t.size[d] < 0 || t.stride[d] < 0) ok = false;
+      if (t.size[d] == 0) last = -1;
+      if (ok && last >= 0 && t.size[d] > 0) last += (t.size[d] - 1) * t.stride[d];
+    }
+    if (!ok || last >= numel) {
+      p.add("'" + raw + "': view (offset " + std::to_string(t.offset) + ") runs past its storage of " +
+            std::to_string(numel) + " elements");
+      continue;
+    }
+    at::Tensor base = at::from_blob(std::get<0>(it->second).get(), {numel}, at::TensorOptions().dtype(*dt));
+    out[name] = base.as_strided(t.size, t.stride, t.offset).to(at::kFloat).contiguous().clone();
+  }
+  p.raise_if_any(file, "bad state_dict entries");
+  return out;
+}
+
+/// HF weights stored as pytorch_model.bin (or a sharded set with pytorch_model.bin.index.json).
+TensorMap load_torch_bin(const std::string& dir) {
+  const stdfs::path d(dir);
+  std::vector<std::string> files;
+  if (stdfs::exists(d / "pytorch_model.bin.index.json")) {
+    const std::string idx = (d / "pytorch_model.bin.index.json").string();
+    auto j = nlohmann::json::parse(fs::read_file(idx), nullptr, false);
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+      throw DataError(idx + ": missing object 'weight_map'");
+    std::set<std::string> names;
+    for (auto& v : j["weight_map"])
+      if (v.is_string() && v.get<std::string>().find('/') == std::string::npos) names.insert(v.get<std::string>());
+      else throw DataError(idx + ": weight_map values must be plain file names");
+    files.assign(names.begin(), names.end());
+  } else if (stdfs::exists(d / "pytorch_model.bin")) {
+    files.push_back("pytorch_model.bin");
+  } else {
+    throw IoError("'" + dir + "' holds no model.safetensors, model.safetensors.index.json or pytorch_model.bin");
+  }
+  TensorMap out;
+  for (const auto& f : files)
+    for (auto& [name, t] : read_torch_save((d / f).string(), /*strip=*/false)) out[name] = t;
+  return out;
 }
 
 }  // namespace
@@ -228,7 +328,9 @@ ImportedModel load_hf(const std::string& dir) {
   im.origin = hf::format_name(c.format);
   im.bos_id = c.bos_id;
   im.eos_id = c.eos_id;
-  im.tensors = from_hf_tensors(c, load_sharded(dir), dir);
+  const bool safetensors = stdfs::exists(stdfs::path(dir) / "model.safetensors") ||
+                           stdfs::exists(stdfs::path(dir) / "model.safetensors.index.json");
+  im.tensors = from_hf_tensors(c, safetensors ? load_sharded(dir) : load_torch_bin(dir), dir);
   for (const char* f : kTokenizerFiles) {
     stdfs::path p = stdfs::path(dir) / f;
     if (stdfs::exists(p)) im.tokenizer_files.push_back(p.string());
@@ -239,76 +341,11 @@ ImportedModel load_hf(const std::string& dir) {
 }
 
 ImportedModel load_openlm_pt(const std::string& file, const ModelConfig& model) {
-  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> zip;
-  try {
-    zip = std::make_unique<caffe2::serialize::PyTorchStreamReader>(file);
-  } catch (const c10::Error& e) {
-    throw DataError(file + ": not a zip-format torch.save file (" + first_line(e.what_without_backtrace()) +
-                    "); the legacy format (_use_new_zipfile_serialization=False) is not supported: load and "
-                    "re-save it with torch.save");
-  }
-  auto [pkl, pkl_size] = zip->getRecord("data.pkl");
-  auto doc = pickle::parse(static_cast<const uint8_t*>(pkl.get()), pkl_size, file + ": data.pkl");
-  const pickle::Value* root = doc->root;
-  if (!root->is(pickle::Value::Kind::Dict))
-    throw DataError(file + ": expected a dict at the top level, got a " + pickle::Value::kind_name(root->kind));
-  const pickle::Value* sd = root;
-  const bool nested = root->get("state_dict") != nullptr;  // {"state_dict": ..., "epoch": ...} or a bare state dict
-  if (nested) {
-    sd = root->get("state_dict");
-    if (!sd->is(pickle::Value::Kind::Dict))
-      throw DataError(file + ": 'state_dict' is a " + std::string(pickle::Value::kind_name(sd->kind)) +
-                      ", expected a dict of tensors");
-  }
   ImportedModel im;
   im.model = model;
   im.origin = "pt";
-  Problems p;
-  std::map<std::string, std::tuple<at::DataPtr, size_t>> storages;  // record key -> bytes
-  for (const auto& [k, v] : sd->dict) {
-    if (!k->is(pickle::Value::Kind::String)) continue;
-    const std::string& raw = k->s;
-    if (!v->is(pickle::Value::Kind::Tensor)) {
-      if (nested) p.add("entry '" + raw + "' is a " + pickle::Value::kind_name(v->kind) + ", not a tensor");
-      continue;
-    }
-    const std::string name = strip_wrappers(raw);
-    if (is_rotary_buffer(name)) continue;
-    if (im.tensors.count(name)) p.add("'" + raw + "' duplicates '" + name + "' after stripping prefixes");
-    const pickle::TensorRef& t = v->tensor;
-    auto dt = storage_dtype(t.storage_type);
-    if (!dt) {
-      p.add("'" + raw + "': unsupported storage type " + t.storage_type);
-      continue;
-    }
-    auto it = storages.find(t.storage_key);
-    if (it == storages.end()) {
-      const std::string rec = "data/" + t.storage_key;
-      if (!zip->hasRecord(rec)) {
-        p.add("'" + raw + "': storage record " + rec + " is missing from the archive");
-        continue;
-      }
-      it = storages.emplace(t.storage_key, zip->getRecord(rec)).first;
-    }
-    const int64_t item = static_cast<int64_t>(c10::elementSize(*dt));
-    const int64_t numel = static_cast<int64_t>(std::get<1>(it->second)) / item;
-    // The view must stay inside the storage: offset + sum((size-1)*stride) < numel.
-    int64_t last = t.offset;
-    bool ok = t.offset >= 0;
-    for (size_t d = 0; d < t.size.size(); ++d) {
-      if (t.size[d] < 0 || t.stride[d] < 0) ok = false;
-      if (t.size[d] == 0) last = -1;
-      if (ok && last >= 0 && t.size[d] > 0) last += (t.size[d] - 1) * t.stride[d];
-    }
-    if (!ok || last >= numel) {
-      p.add("'" + raw + "': view (offset " + std::to_string(t.offset) + ") runs past its storage of " +
-            std::to_string(numel) + " elements");
-      continue;
-    }
-    at::Tensor base = at::from_blob(std::get<0>(it->second).get(), {numel}, at::TensorOptions().dtype(*dt));
-    im.tensors[name] = base.as_strided(t.size, t.stride, t.offset).to(at::kFloat).contiguous().clone();
-  }
-  p.raise_if_any(file, "bad state_dict entries");
+  for (auto& [name, t] : read_torch_save(file, /*strip=*/true))
+    if (!is_rotary_buffer(name)) im.tensors[name] = t;
   complete_tied(model, im.tensors);
   check_tensors(model, im.tensors, file);
   return im;

@@ -550,3 +550,33 @@ torch.save(ckpt, out, _use_new_zipfile_serialization=(kind != 'legacy'))
   auto od = load_openlm_pt(dir + "/ordered.pt", m);
   for (auto& [n, t] : im.tensors) EXPECT_TRUE(same_bytes(od.tensors.at(n), t)) << n;
 }
+
+TEST(HfImport, PytorchModelBinDirectory) {
+  // An HF directory whose weights are pytorch_model.bin (torch.save of an OrderedDict, bf16).
+  auto dir = tmpdir("bin");
+  make_native(dir + "/run", llama_like(), 5);
+  ExportOptions o;
+  o.format = hf::Format::Llama;
+  export_hf(dir + "/run", dir + "/hf", o);
+  stdfs::create_directories(dir + "/bin");
+  stdfs::copy_file(dir + "/hf/config.json", dir + "/bin/config.json");
+  const char* py = R"PY(
+import collections, json, struct, sys, torch
+b = open(sys.argv[1], 'rb').read()
+n, = struct.unpack('<Q', b[:8])
+sd = collections.OrderedDict()
+for k, v in json.loads(b[8:8 + n]).items():
+    if k != '__metadata__':
+        s, e = v['data_offsets']
+        sd[k] = torch.frombuffer(bytearray(b[8 + n + s:8 + n + e]), dtype=torch.float32).reshape(v['shape']).bfloat16()
+torch.save(sd, sys.argv[2])
+)PY";
+  run_python(dir, py, dir + "/hf/model.safetensors " + dir + "/bin/pytorch_model.bin");
+  auto a = load_hf(dir + "/hf");
+  auto b = load_hf(dir + "/bin");
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (auto& [n, t] : a.tensors) EXPECT_TRUE(same_bytes(t.to(at::kBFloat16).to(at::kFloat), b.tensors.at(n))) << n;
+  stdfs::remove(dir + "/bin/pytorch_model.bin");
+  std::string e = error_of([&] { load_hf(dir + "/bin"); });
+  EXPECT_NE(e.find("pytorch_model.bin"), std::string::npos) << e;
+}
