@@ -267,6 +267,28 @@ TEST(HfExport, OpenLMRoundTripIsBitExact) {
   EXPECT_EQ(fs::read_file(dir + "/hf/model.safetensors"), fs::read_file(dir + "/hf2/model.safetensors"));
 }
 
+TEST(HfExport, OpenLMFormatCarriesEveryOpenLMVariant) {
+  // gelu FFN (feed_forward.0 / .2), default LayerNorm with biases, post-embedding norm, tying, head_rotary
+  ModelConfig m = dclm_like();
+  m.ffn_type = "gelu";
+  m.norm_type = "default_layer_norm";
+  m.post_embed_norm = true;
+  m.weight_tying = true;
+  m.positional_embedding_type = "head_rotary";
+  auto dir = tmpdir("variants");
+  auto model = make_native(dir + "/run", m, 4);
+  export_hf(dir + "/run", dir + "/hf", ExportOptions{});
+  SafetensorsFile st(dir + "/hf/model.safetensors");
+  EXPECT_TRUE(st.contains("model.layers.0.feed_forward.0.weight"));
+  EXPECT_TRUE(st.contains("model.post_embed_norm.bias"));
+  auto im = load_hf(dir + "/hf");
+  expect_same_arch(im.model, m);
+  expect_same_weights(*model, im.tensors);
+  at::NoGradGuard g;
+  model->train(false);
+  EXPECT_TRUE(same_bytes(model->forward(tokens(m)), logits_of(im.model, im.tensors)));
+}
+
 TEST(HfExport, LlamaRoundTripWithGqaIsBitExact) {
   auto dir = tmpdir("llama_rt");
   ModelConfig m = llama_like();
