@@ -142,6 +142,14 @@ HfConfig parse_llama(const nlohmann::json& j, const std::string& file) {
   m.seq_len = f.integer("max_position_embeddings", 2048);
   m.norm_eps = f.number("rms_norm_eps", 1e-6);
   m.rope_theta = f.number("rope_theta", 10000.0);
+  if (f.has("rope_parameters")) {  // transformers 5 spelling: {"rope_type": "default", "rope_theta": ...}
+    const nlohmann::json& rp = j.at("rope_parameters");
+    if (!rp.is_object()) f.fail("rope_parameters", "expected a mapping");
+    Fields r(rp, file, "rope_parameters.");
+    if (r.string("rope_type", "default") != "default")
+      r.fail("rope_type", "only the default RoPE is supported, got '" + r.string("rope_type", "") + "'");
+    m.rope_theta = r.number("rope_theta", m.rope_theta);
+  }
   m.weight_tying = f.boolean("tie_word_embeddings", false);
   m.norm_type = "rms_norm";
   m.qk_norm = false;
@@ -241,6 +249,7 @@ nlohmann::json make_config(const ModelConfig& m, Format f, const ExportMeta& met
     j["rms_norm_eps"] = m.norm_eps;
     j["rope_theta"] = m.rope_theta;
     j["rope_scaling"] = nullptr;
+    j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", m.rope_theta}};  // transformers >= 5
     j["attention_bias"] = false;
     j["mlp_bias"] = false;
     j["attention_dropout"] = 0.0;

@@ -499,8 +499,17 @@ TEST(HfImport, MismatchesListEveryOffendingTensor) {
   EXPECT_EQ(e.find("inv_freq"), std::string::npos) << e;
   EXPECT_NE(e.find(dir + "/hf"), std::string::npos) << e;
 
-  // config problems name the file and key
+  // transformers 5 writes rope_parameters instead of rope_theta
   auto cfg = nlohmann::json::parse(fs::read_file(dir + "/hf/config.json"));
+  cfg.erase("rope_theta");
+  cfg["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 123456.0}};
+  EXPECT_EQ(hf::parse_config(cfg, "c.json").model.rope_theta, 123456.0);
+  cfg["rope_parameters"]["rope_type"] = "llama3";
+  e = error_of([&] { hf::parse_config(cfg, "c.json"); });
+  EXPECT_NE(e.find("rope_parameters.rope_type"), std::string::npos) << e;
+
+  // config problems name the file and key
+  cfg = nlohmann::json::parse(fs::read_file(dir + "/hf/config.json"));
   cfg["hidden_act"] = "gelu";
   fs::write_file_atomic(dir + "/hf/config.json", cfg.dump());
   e = error_of([&] { load_hf(dir + "/hf"); });
