@@ -177,6 +177,7 @@ TrainConfig find_native_config(const stdfs::path& start) {
         try {
           TrainConfig c = load_train_recipe(tmp.string());
           stdfs::remove(tmp);
+          c.source_file = (d / "metadata.json").string();
           return c;
         } catch (...) {
           stdfs::remove(tmp);
@@ -367,7 +368,11 @@ ImportedModel load_native(const std::string& source) {
   check_tensors(im.model, im.tensors, source);
   im.tokenizer = cfg.tokenizer;
   if (!cfg.tokenizer.path.empty()) {
-    if (stdfs::exists(cfg.tokenizer.path)) im.tokenizer_files.push_back(cfg.tokenizer.path);
+    // Recipes name it relative to the working directory; also try beside the run's config.
+    stdfs::path beside = stdfs::path(cfg.source_file).parent_path() / cfg.tokenizer.path;
+    if (!stdfs::exists(cfg.tokenizer.path) && stdfs::path(cfg.tokenizer.path).is_relative() && stdfs::exists(beside))
+      im.tokenizer.path = beside.string();
+    if (stdfs::exists(im.tokenizer.path)) im.tokenizer_files.push_back(im.tokenizer.path);
     else log::warn("tokenizer '{}' named by the config of {} not found; continuing without it", cfg.tokenizer.path, source);
   }
   return im;
