@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <future>
 #include <map>
 #include <chrono>
 #include <csignal>
@@ -62,6 +63,7 @@ struct Run {
   int64_t start = 0;     // completed steps at start (resume)
   int64_t tokens_seen = 0;
   int64_t state_bytes = 0;  // this rank's parameters + gradients + optimizer state
+  std::future<void> pending_save;  // checkpoint.async: the write in flight
 };
 
 checkpoint::NamedTensors model_tensors(const Transformer& m) {
@@ -140,7 +142,14 @@ void load_full_state(Run& r, const checkpoint::TensorMap& weights, const checkpo
   }
 }
 
+/// Waits for a background checkpoint write; rethrows its error.
+void join_pending_save(Run& r) {
+  if (!r.pending_save.valid()) return;
+  r.pending_save.get();
+}
+
 void save_checkpoint(Run& r, int64_t step) {
+  join_pending_save(r);  // one write in flight at a time, and never lose an error
   checkpoint::CheckpointFiles f;
   f.tensor_files.emplace_back("model.safetensors", full_weights(r));
   f.tensor_files.emplace_back("optim.safetensors", full_optimizer_state(r));
@@ -151,9 +160,19 @@ void save_checkpoint(Run& r, int64_t step) {
                   {"optimizer_steps", r.opt->steps()},
                   {"data_state", r.data->state()},
                   {"config", to_json(r.cfg)}};
-    std::string dir = checkpoint::save_checkpoint(r.cfg.run_dir, step, f, r.cfg.checkpoint.keep_last,
-                                                  r.cfg.checkpoint.keep_every);
-    log::info("checkpoint saved: {}", dir);
+    auto write = [run_dir = r.cfg.run_dir, step, keep = r.cfg.checkpoint.keep_last,
+                  every = r.cfg.checkpoint.keep_every](const checkpoint::CheckpointFiles& files) {
+      std::string dir = checkpoint::save_checkpoint(run_dir, step, files, keep, every);
+      log::info("checkpoint saved: {}", dir);
+    };
+    if (r.cfg.checkpoint.async) {
+      // Snapshot to CPU memory (the live tensors keep training), write in the background.
+      for (auto& [file, tensors] : f.tensor_files)
+        for (auto& [n, t] : tensors) t = t.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
+      r.pending_save = std::async(std::launch::async, [write, files = std::move(f)] { write(files); });
+    } else {
+      write(f);
+    }
   }
   if (r.comm) r.comm->barrier();
 }
@@ -432,6 +451,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
   std::signal(SIGTERM, prev_term);
   std::signal(SIGUSR1, prev_usr1);
   res.steps_done = step;
+  join_pending_save(r);
   auto final_weights = full_weights(r);  // collective
   if (rank0) {
     checkpoint::save_safetensors(weights, final_weights);

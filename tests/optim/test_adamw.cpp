@@ -13,7 +13,7 @@ TEST(AdamW, TwoStepsByHand) {
   c.eps = 1e-8;
   c.wd = 0.1;
   auto p = torch::tensor({1.0, -2.0}, torch::kDouble);
-  AdamW opt({{"p", p, true}}, c);
+  AdamW opt({{"p", p, true, {}}}, c);
   std::vector<at::Tensor> g1{torch::tensor({0.5, 0.25}, torch::kDouble)};
   opt.step(0.01, &g1);
   // Step 1: m = 0.1 g, v = 0.05 g^2, mhat = g, vhat = g^2 -> update = sign(g) (eps aside).
@@ -32,7 +32,7 @@ TEST(AdamW, NoDecayExclusionAndStateRoundTrip) {
   OptimConfig c;
   c.wd = 0.5;
   auto a = torch::ones({2}), b = torch::ones({2});
-  AdamW opt({{"w", a, true}, {"norm.weight", b, false}}, c);
+  AdamW opt({{"w", a, true, {}}, {"norm.weight", b, false, {}}}, c);
   std::vector<at::Tensor> zero{torch::zeros({2}), torch::zeros({2})};
   opt.step(0.1, &zero);
   EXPECT_NEAR(a[0].item<double>(), 0.95, 1e-7);
@@ -41,7 +41,7 @@ TEST(AdamW, NoDecayExclusionAndStateRoundTrip) {
   EXPECT_TRUE(is_no_decay_name("tok_embeddings.weight"));
   EXPECT_FALSE(is_no_decay_name("layers.0.attention.in_proj.weight"));
   auto st = opt.state();
-  AdamW other({{"w", a.clone(), true}, {"norm.weight", b.clone(), false}}, c);
+  AdamW other({{"w", a.clone(), true, {}}, {"norm.weight", b.clone(), false, {}}}, c);
   other.load_state(st, opt.steps());
   EXPECT_EQ(other.steps(), 1);
   EXPECT_THROW(other.load_state({}, 1), std::exception);

@@ -127,3 +127,21 @@ TEST(Training, NanLossStopsWithoutOverwritingWeights) {
   auto after = checkpoint::load_safetensors(good + "/model.safetensors");
   for (auto& [n, t] : before) EXPECT_TRUE(torch::equal(t, after.at(n))) << n;
 }
+
+TEST(Training, AsyncCheckpointsEqualSynchronousOnes) {
+  std::string sync = temp_dir("sync"), async = temp_dir("async");
+  auto a = tiny_recipe(manifest(), sync, 6);
+  a.checkpoint.every_steps = 2;
+  a.checkpoint.keep_last = 5;
+  auto b = a;
+  b.run_dir = async;
+  b.checkpoint.async = true;
+  run_training(a, quiet());
+  run_training(b, quiet());
+  for (int s : {2, 4, 6}) {
+    std::string d = "/checkpoints/step_" + std::to_string(s);
+    auto ws = checkpoint::load_safetensors(sync + d + "/model.safetensors");
+    auto wa = checkpoint::load_safetensors(async + d + "/model.safetensors");
+    for (auto& [n, t] : ws) EXPECT_TRUE(torch::equal(t, wa.at(n))) << s << " " << n;
+  }
+}

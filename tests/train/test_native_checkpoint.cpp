@@ -1,0 +1,93 @@
+// Native checkpoints: atomic directories, the `latest` pointer, retention, verification of
+// checksums and completeness, and a disk-full write that keeps the previous checkpoint.
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include "openlm_cpp/checkpoint/atomic_file.h"
+#include "openlm_cpp/checkpoint/native_checkpoint.h"
+#include "openlm_cpp/core/error.h"
+#include "train_fixtures.h"
+
+namespace stdfs = std::filesystem;
+using namespace openlm;
+using namespace openlm::checkpoint;
+
+namespace {
+CheckpointFiles files(int64_t n, float v) {
+  CheckpointFiles f;
+  f.tensor_files.push_back({"model.safetensors", {{"w", torch::full({n}, v)}}});
+  f.metadata = {{"note", "test"}};
+  return f;
+}
+std::string latest(const std::string& run) {
+  std::string s = openlm::fs::read_file(run + "/checkpoints/latest");
+  return s.substr(0, s.find('\n'));
+}
+}  // namespace
+
+TEST(NativeCheckpoint, RetentionAndLatest) {
+  std::string run = openlm::testing::temp_dir("ckpt_retention");
+  for (int64_t s = 1; s <= 8; ++s) save_checkpoint(run, s, files(4, float(s)), /*keep_last=*/2, /*keep_every=*/4);
+  std::vector<std::string> left;
+  for (auto& e : stdfs::directory_iterator(run + "/checkpoints"))
+    if (e.is_directory()) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"step_4", "step_7", "step_8"}));
+  EXPECT_EQ(latest(run), "step_8");
+  auto meta = verify_checkpoint(run + "/checkpoints/step_8");
+  EXPECT_EQ(meta["step"], 8);
+  EXPECT_EQ(meta["note"], "test");
+  EXPECT_EQ(resolve_checkpoint(run, "latest"), run + "/checkpoints/step_8");
+}
+
+TEST(NativeCheckpoint, TruncatedOrIncompleteIsRefusedAndLatestFallsBack) {
+  std::string run = openlm::testing::temp_dir("ckpt_truncated");
+  save_checkpoint(run, 1, files(64, 1.f), 3, 0);
+  save_checkpoint(run, 2, files(64, 2.f), 3, 0);
+  stdfs::resize_file(run + "/checkpoints/step_2/model.safetensors", 100);
+  try {
+    verify_checkpoint(run + "/checkpoints/step_2");
+    FAIL();
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.safetensors"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(resolve_checkpoint(run, "latest"), run + "/checkpoints/step_1");
+  stdfs::create_directories(run + "/checkpoints/step_3");  // a crash before metadata.json
+  EXPECT_EQ(resolve_checkpoint(run, "latest"), run + "/checkpoints/step_1");
+  EXPECT_THROW(resolve_checkpoint(run, run + "/checkpoints/step_3"), DataError);
+  EXPECT_EQ(resolve_checkpoint(openlm::testing::temp_dir("ckpt_empty"), "latest"), "");
+}
+
+TEST(NativeCheckpoint, DiskFullKeepsThePreviousCheckpoint) {
+  std::string run = openlm::testing::temp_dir("ckpt_diskfull");
+  save_checkpoint(run, 1, files(16, 1.f), 2, 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // child: files may not exceed 64 KiB; the write of 4 MB fails with EFBIG
+    std::signal(SIGXFSZ, SIG_IGN);
+    rlimit lim{64 << 10, 64 << 10};
+    setrlimit(RLIMIT_FSIZE, &lim);
+    try {
+      save_checkpoint(run, 2, files(1 << 20, 2.f), 2, 0);
+      _exit(0);
+    } catch (const IoError& e) {
+      _exit(std::string(e.what()).find("model.safetensors") != std::string::npos ? 3 : 4);
+    } catch (...) {
+      _exit(5);
+    }
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 3) << "expected an IoError naming the file";
+  EXPECT_EQ(latest(run), "step_1");
+  EXPECT_EQ(resolve_checkpoint(run, "latest"), run + "/checkpoints/step_1");
+  EXPECT_FALSE(stdfs::exists(run + "/checkpoints/step_2"));
+}
