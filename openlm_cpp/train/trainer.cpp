@@ -279,7 +279,7 @@ Run build(const TrainConfig& cfg_in) {
   return r;
 }
 
-std::string sample_text(Run& r) {
+std::string sample_text(Run& r, const checkpoint::NamedTensors& full) {
   const auto& g = r.cfg.generate;
   if (g.prompt.empty() || r.cfg.tokenizer.path.empty() || g.max_new_tokens == 0) return "";
   auto tok = load_tokenizer(r.cfg.tokenizer.type, r.cfg.tokenizer.path);
@@ -297,7 +297,7 @@ std::string sample_text(Run& r) {
   Transformer* m = r.model.get();
   if (r.sharded) {
     local = std::make_unique<Transformer>(r.cfg.model, 0);
-    local->load_named(full_weights(r));
+    local->load_named(full);  // gathered by every rank before; no collective here
     m = local.get();
   }
   auto out = generate(*m, ids, so);
@@ -458,7 +458,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
     res.weights_path = weights;
     log::info("weights written to {}", weights);
     if (step >= r.total && g_signal == 0) {
-      res.sample = sample_text(r);
+      res.sample = sample_text(r, final_weights);
       if (!res.sample.empty()) log::info("sample: {}", res.sample);
     }
   }
