@@ -373,7 +373,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
   while (step < last) {
     const double t0 = now_s(), wait0 = r.data->wait_seconds();
     const double lr = lr_at(cfg.schedule, cfg.optim.lr, step, r.total);
-    double loss_sum = 0, z_sum = 0;
+    at::Tensor loss_sum, z_sum;  // summed on the device; one host sync per step, not per micro-batch
     bool exhausted = false;
     for (int64_t micro = 0; micro < r.accum; ++micro) {
       if (!r.data->next(batch)) {
@@ -385,15 +385,15 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
       at::Tensor inputs = tokens.slice(1, 0, -1), targets = tokens.slice(1, 1);
       LossParts lp = lm_loss(r.model->forward(inputs), targets, cfg.optim.z_loss);
       (lp.total / static_cast<double>(r.accum)).backward();
-      loss_sum += lp.ce.item<double>();
-      z_sum += lp.z.item<double>();
+      loss_sum = loss_sum.defined() ? loss_sum + lp.ce.detach() : lp.ce.detach();
+      z_sum = z_sum.defined() ? z_sum + lp.z.detach() : lp.z.detach();
     }
     if (exhausted) {  // every rank sees the same global order, so all stop together
       log::info("data exhausted after {} steps (data.on_epoch_end: stop)", step);
       break;
     }
-    double loss = loss_sum / static_cast<double>(r.accum);
-    double zl = z_sum / static_cast<double>(r.accum);
+    double loss = loss_sum.item<double>() / static_cast<double>(r.accum);
+    double zl = z_sum.item<double>() / static_cast<double>(r.accum);
     if (r.comm) {
       loss = r.comm->all_reduce_scalar(loss) / W;  // mean over all ranks' tokens (equal micro-batches)
       zl = r.comm->all_reduce_scalar(zl) / W;

@@ -14,40 +14,21 @@
 
 #include "openlm_cpp/checkpoint/atomic_file.h"
 #include "openlm_cpp/core/error.h"
+#include "../common/test_util.h"
+#include "../common/tensor_util.h"
 
 using namespace openlm::checkpoint;
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string tmpdir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("openlm_tf_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
+std::string tmpdir(const std::string& name) { return openlm::test_util::fresh_dir("tf", name); }
 
-// Runs /usr/bin/python3 on `script` with `args`; returns stdout+stderr, fails the test on rc != 0.
 std::string run_python(const std::string& dir, const std::string& script, const std::string& args) {
-  const std::string py = dir + "/script.py";
-  std::ofstream(py) << script;
-  const std::string cmd = "/usr/bin/python3 " + py + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  EXPECT_NE(p, nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while (p && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int rc = p ? ::pclose(p) : -1;
-  EXPECT_EQ(rc, 0) << "python failed:\n" << out;
-  return out;
+  return openlm::test_util::run_python(dir, script, args, "script.py");
 }
 
-bool same_bytes(const at::Tensor& a, const at::Tensor& b) {
-  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
-  auto ca = a.contiguous(), cb = b.contiguous();
-  return std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.numel() * ca.element_size()) == 0;
-}
+using openlm::test_util::same_bytes;
 
 // An independent reader: json + struct, checks the layout rules and prints every value.
 const char* kPyReader = R"PY(

@@ -12,32 +12,17 @@
 #include <nlohmann/json.hpp>
 
 #include "openlm_cpp/core/error.h"
+#include "../common/test_util.h"
 
 namespace fs = std::filesystem;
 using openlm::tb::TbWriter;
 
 namespace {
 
-std::string tmpdir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("openlm_tb_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
+std::string tmpdir(const std::string& name) { return openlm::test_util::fresh_dir("tb", name); }
 
 std::string run_python(const std::string& dir, const std::string& script, const std::string& args) {
-  const std::string py = dir + "/decode.py";
-  std::ofstream(py) << script;
-  const std::string cmd = "/usr/bin/python3 " + py + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  EXPECT_NE(p, nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while (p && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int rc = p ? ::pclose(p) : -1;
-  EXPECT_EQ(rc, 0) << "python failed:\n" << out;
-  return out;
+  return openlm::test_util::run_python(dir, script, args, "decode.py");
 }
 
 const char* kPyDecoder = R"PY(

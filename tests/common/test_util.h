@@ -1,0 +1,39 @@
+#pragma once
+// Small helpers shared by test files (header-only, no torch).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace openlm::test_util {
+
+/// A fresh directory <tmp>/openlm_<prefix>_<name>_<pid>.
+inline std::string fresh_dir(const std::string& prefix, const std::string& name) {
+  auto d = std::filesystem::temp_directory_path() / ("openlm_" + prefix + "_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d.string();
+}
+
+/// Writes `script` to <dir>/<file> and runs it with Debian's /usr/bin/python3 (which has torch);
+/// returns stdout+stderr and fails the test on a non-zero exit.
+inline std::string run_python(const std::string& dir, const std::string& script, const std::string& args,
+                              const std::string& file = "script.py") {
+  const std::string py = dir + "/" + file;
+  std::ofstream(py) << script;
+  const std::string cmd = "/usr/bin/python3 " + py + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  EXPECT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while (p && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int rc = p ? ::pclose(p) : -1;
+  EXPECT_EQ(rc, 0) << "python failed:\n" << out;
+  return out;
+}
+
+}  // namespace openlm::test_util
