@@ -64,23 +64,39 @@ std::string file_xxh64(const std::string& path) {
   return hex;
 }
 
-std::string save_checkpoint(const std::string& run_dir, int64_t step, const CheckpointFiles& files,
-                            int64_t keep_last, int64_t keep_every) {
+std::string partial_checkpoint_dir(const std::string& run_dir, int64_t step) {
+  return (stdfs::path(run_dir) / "checkpoints" / ("step_" + std::to_string(step) + ".partial")).string();
+}
+
+void begin_checkpoint(const std::string& run_dir, int64_t step) {
   stdfs::path root = stdfs::path(run_dir) / "checkpoints";
   stdfs::create_directories(root);
+  // One save is in flight per run at a time: any .partial (or older .tmp-*) directory is a leftover
+  // of an attempt that crashed before its rename, never a checkpoint.
+  std::error_code ec;
+  for (auto& e : stdfs::directory_iterator(root, ec)) {
+    std::string n = e.path().filename().string();
+    if (n.rfind("step_", 0) == 0 && (n.find(".partial") != std::string::npos || n.find(".tmp-") != std::string::npos))
+      stdfs::remove_all(e.path(), ec);
+  }
+  stdfs::create_directories(partial_checkpoint_dir(run_dir, step));
+}
+
+std::string write_checkpoint_file(const std::string& run_dir, int64_t step, const std::string& file,
+                                  const NamedTensors& tensors, const Metadata& extra) {
+  std::string p = (stdfs::path(partial_checkpoint_dir(run_dir, step)) / file).string();
+  save_safetensors(p, tensors, extra);  // atomic + fsync'd
+  return file_xxh64(p);
+}
+
+std::string commit_checkpoint(const std::string& run_dir, int64_t step, nlohmann::json meta,
+                              int64_t keep_last, int64_t keep_every) {
+  stdfs::path root = stdfs::path(run_dir) / "checkpoints";
   std::string name = "step_" + std::to_string(step);
   stdfs::path final_dir = root / name;
-  stdfs::path tmp = root / (name + ".tmp-" + std::to_string(::getpid()));
-  stdfs::remove_all(tmp);
-  stdfs::create_directories(tmp);
-  nlohmann::json meta = files.metadata;
+  stdfs::path tmp = partial_checkpoint_dir(run_dir, step);
   meta["step"] = step;
-  meta["files"] = nlohmann::json::object();
-  for (auto& [file, tensors] : files.tensor_files) {
-    std::string p = (tmp / file).string();
-    save_safetensors(p, tensors);  // atomic + fsync'd
-    meta["files"][file] = file_xxh64(p);
-  }
+  if (!meta.contains("files")) meta["files"] = nlohmann::json::object();
   openlm::fs::write_file_atomic((tmp / "metadata.json").string(), meta.dump(2));
   openlm::fs::fsync_dir(tmp.string());
   // A checkpoint of the same step from an earlier (crashed) attempt is replaced.
@@ -100,6 +116,16 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
     if (!keep) stdfs::remove_all(dir, ec);
   }
   return final_dir.string();
+}
+
+std::string save_checkpoint(const std::string& run_dir, int64_t step, const CheckpointFiles& files,
+                            int64_t keep_last, int64_t keep_every) {
+  begin_checkpoint(run_dir, step);
+  nlohmann::json meta = files.metadata;
+  meta["files"] = nlohmann::json::object();
+  for (auto& [file, tensors] : files.tensor_files)
+    meta["files"][file] = write_checkpoint_file(run_dir, step, file, tensors);
+  return commit_checkpoint(run_dir, step, std::move(meta), keep_last, keep_every);
 }
 
 nlohmann::json verify_checkpoint(const std::string& dir) {

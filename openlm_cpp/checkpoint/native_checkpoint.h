@@ -21,9 +21,24 @@ struct CheckpointFiles {
 
 /// Writes <run_dir>/checkpoints/step_<step>/ atomically and updates `latest`; then applies
 /// retention (keep the newest `keep_last`, plus every step divisible by `keep_every` if > 0).
-/// Returns the directory written.
+/// Returns the directory written. (One writer: begin + write_checkpoint_file + commit below.)
 std::string save_checkpoint(const std::string& run_dir, int64_t step, const CheckpointFiles& files,
                             int64_t keep_last, int64_t keep_every);
+
+/// The multi-writer protocol used by multi-rank runs, where every rank writes its own files:
+///   rank 0:        begin_checkpoint            (fresh <root>/step_<step>.partial/, leftovers removed)
+///   all ranks:     barrier, then write_checkpoint_file for each of its files (returns xxh64)
+///   all ranks:     exchange the checksums
+///   rank 0:        commit_checkpoint           (metadata.json with "step" and "files", rename to
+///                                               step_<step>, fsync, `latest`, retention)
+/// A crash anywhere before the rename leaves only a .partial directory, which is never loaded.
+std::string partial_checkpoint_dir(const std::string& run_dir, int64_t step);
+void begin_checkpoint(const std::string& run_dir, int64_t step);
+std::string write_checkpoint_file(const std::string& run_dir, int64_t step, const std::string& file,
+                                  const NamedTensors& tensors, const Metadata& extra = {});
+/// `metadata["files"]` must map every file written to its checksum.
+std::string commit_checkpoint(const std::string& run_dir, int64_t step, nlohmann::json metadata,
+                              int64_t keep_last, int64_t keep_every);
 
 /// Resolves `spec` ("latest" or a path) to a verified checkpoint directory. "latest" falls back to
 /// the newest complete, verified one (logging why newer ones were refused) and returns "" when

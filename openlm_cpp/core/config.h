@@ -129,6 +129,7 @@ struct TrainConfig {
   std::string run_dir = "runs/default";
   std::string resume;              ///< "" | latest | path to a checkpoint directory
   std::string init_from;           ///< "" | native checkpoint | HF directory
+  std::string init_from_mode = "weights";  ///< weights (fresh optimizer + schedule) | full (native only)
 };
 
 }  // namespace openlm

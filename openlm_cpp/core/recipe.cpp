@@ -131,6 +131,7 @@ void fields(V& v, TrainConfig& c) {
   v("run_dir", c.run_dir);
   v("resume", c.resume);
   v("init_from", c.init_from);
+  v("init_from_mode", c.init_from_mode);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -450,6 +451,7 @@ void validate_train(const TrainConfig& c, const Origin& o) {
   one_of(o, "parallel.strategy", c.parallel.strategy,
          {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard"});
   one_of(o, "parallel.reduce_dtype", c.parallel.reduce_dtype, {"fp32", "bf16"});
+  one_of(o, "init_from_mode", c.init_from_mode, {"weights", "full"});
   one_of(o, "data.on_epoch_end", c.data.on_epoch_end, {"next_epoch", "stop"});
   one_of(o, "tokenizer.type", c.tokenizer.type, {"sentencepiece"});
   if (c.batch.global_batch_size <= 0) o.fail("batch.global_batch_size", "missing required key (must be > 0)");

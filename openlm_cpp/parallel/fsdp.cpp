@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -249,6 +250,34 @@ void ShardedModel::load_masters(const std::vector<at::Tensor>& shards) {
     units_[i]->master.copy_(shards[i]);
     units_[i]->stale = true;
   }
+}
+
+void ShardedModel::invalidate() {
+  for (auto& u : units_) u->stale = true;
+}
+
+int ShardedModel::shard_index() const { return shard_->rank(); }
+int ShardedModel::shard_count() const { return shard_->size(); }
+bool ShardedModel::writes_shard() const {
+  if (replicate_) return replicate_->rank() == 0;
+  if (strategy_ == Strategy::NoShard) return world_.rank() == 0;
+  return true;
+}
+
+std::vector<ShardedModel::LocalSlice> ShardedModel::local_slices() const {
+  std::vector<LocalSlice> out;
+  for (std::size_t ui = 0; ui < units_.size(); ++ui) {
+    const Unit& u = *units_[ui];
+    const int64_t lo = shard_->rank() * u.shard_numel, hi = lo + u.shard_numel;
+    for (std::size_t i = 0; i < u.params.size(); ++i) {
+      const int64_t off = u.offsets[i], n = u.params[i].second.numel();
+      const int64_t a = std::max(lo, off), b = std::min(hi, off + n);
+      if (a >= b) continue;
+      auto sizes = u.params[i].second.sizes();
+      out.push_back({u.params[i].first, std::vector<int64_t>(sizes.begin(), sizes.end()), a - off, b - off, ui, a - lo});
+    }
+  }
+  return out;
 }
 
 ShardMemory ShardedModel::memory(int64_t optimizer_bytes) const {

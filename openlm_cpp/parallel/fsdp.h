@@ -79,6 +79,25 @@ class ShardedModel : public UnitHooks {
   /// Replaces the masters (e.g. after loading a checkpoint).
   void load_masters(const std::vector<at::Tensor>& shards);
 
+  /// The part of one parameter held in this rank's master shard of unit `unit`: flat elements
+  /// [begin, end) of the parameter, at `shard_offset` in the shard. Checkpoints store these slices
+  /// per rank (no gather) and reassemble them for any other layout.
+  struct LocalSlice {
+    std::string name;
+    std::vector<int64_t> shape;
+    int64_t begin = 0, end = 0;
+    std::size_t unit = 0;
+    int64_t shard_offset = 0;
+  };
+  std::vector<LocalSlice> local_slices() const;
+  /// Index of this rank's shard and the number of distinct shards (1 for NO_SHARD, the group size
+  /// for HYBRID_SHARD); `writes_shard()` is true on exactly one rank per distinct shard.
+  int shard_index() const;
+  int shard_count() const;
+  bool writes_shard() const;
+  /// Marks every unit's gathered parameters out of date (after the masters changed in place).
+  void invalidate();
+
   ShardMemory memory(int64_t optimizer_bytes) const;
   Strategy strategy() const { return strategy_; }
   Communicator& world() { return world_; }

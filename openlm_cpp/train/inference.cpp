@@ -6,6 +6,7 @@
 
 #include "openlm_cpp/checkpoint/atomic_file.h"
 #include "openlm_cpp/checkpoint/hf_import.h"
+#include "openlm_cpp/checkpoint/state_shards.h"
 #include "openlm_cpp/checkpoint/tensor_file.h"
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/core/recipe.h"
@@ -50,7 +51,7 @@ LoadedModel load_for_inference(const std::string& source, const std::string& tok
   } else {
     out.config = find_config(stdfs::is_directory(p) ? p : p.parent_path());
     out.model = std::make_unique<Transformer>(out.config.model, 0);
-    auto tensors = checkpoint::load_safetensors(find_weights(source));
+    auto tensors = checkpoint::load_model_weights(source);
     out.model->load_named(NamedTensors(tensors.begin(), tensors.end()));
   }
   if (at::hasCUDA()) out.model->to(at::Device(at::kCUDA, 0), at::kFloat);

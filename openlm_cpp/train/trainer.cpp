@@ -16,6 +16,7 @@
 #include "openlm_cpp/checkpoint/atomic_file.h"
 #include "openlm_cpp/checkpoint/hf_import.h"
 #include "openlm_cpp/checkpoint/native_checkpoint.h"
+#include "openlm_cpp/checkpoint/state_shards.h"
 #include "openlm_cpp/checkpoint/tensor_file.h"
 #include "openlm_cpp/core/dist_env.h"
 #include "openlm_cpp/core/error.h"
@@ -32,6 +33,7 @@
 #include "openlm_cpp/train/generate.h"
 #include "openlm_cpp/train/loss.h"
 #include "openlm_cpp/train/metrics.h"
+#include "openlm_cpp/train/run_state.h"
 
 namespace stdfs = std::filesystem;
 
@@ -47,31 +49,6 @@ double now_s() {
 
 bool is_amp(const std::string& p) { return p == "amp_bfloat16" || p == "amp_bf16"; }
 
-/// Everything one run holds, built by `build()`.
-struct Run {
-  TrainConfig cfg;
-  DistEnv env;
-  at::Device device{at::kCPU};
-  std::unique_ptr<Transformer> model;
-  std::unique_ptr<parallel::Communicator> comm;   // multi-rank runs only
-  std::unique_ptr<parallel::ShardedModel> sharded; // multi-rank runs only
-  std::unique_ptr<AdamW> opt;
-  std::unique_ptr<data::BatchSource> data;
-  MetricsFanout sinks;
-  int64_t accum = 1;
-  int64_t total = 0;     // optimizer steps the schedule spans
-  int64_t start = 0;     // completed steps at start (resume)
-  int64_t tokens_seen = 0;
-  int64_t state_bytes = 0;  // this rank's parameters + gradients + optimizer state
-  std::future<void> pending_save;  // checkpoint.async: the write in flight
-};
-
-checkpoint::NamedTensors model_tensors(const Transformer& m) {
-  checkpoint::NamedTensors out;
-  for (auto& [n, t] : m.named_parameters()) out.emplace_back(n, t.detach());
-  return out;
-}
-
 /// Loads weights from a safetensors file / run dir / checkpoint dir into the model.
 void load_weights_into(Transformer& m, const std::string& src) {
   if (checkpoint::is_hf_dir(src)) {  // init_from: <Hugging Face directory> (checkpoint/hf_import.h)
@@ -82,124 +59,13 @@ void load_weights_into(Transformer& m, const std::string& src) {
     m.load_named(NamedTensors(im.tensors.begin(), im.tensors.end()));
     return;
   }
-  std::string path = find_weights(src);
-  auto tensors = checkpoint::load_safetensors(path);
+  auto tensors = checkpoint::load_model_weights(src);
   NamedTensors named(tensors.begin(), tensors.end());
   try {
     m.load_named(named);
   } catch (const DataError& e) {
-    throw DataError("'" + path + "': " + e.what());
+    throw DataError("init_from '" + src + "': " + e.what());
   }
-}
-
-/// Full fp32 weights by OpenLM name (collective in multi-rank runs).
-checkpoint::NamedTensors full_weights(Run& r) {
-  if (!r.sharded) return model_tensors(*r.model);
-  return r.sharded->full_from_shards(r.sharded->masters(), "");
-}
-
-/// Full optimizer state by "<param>.exp_avg(_sq)", independent of world size and strategy.
-checkpoint::NamedTensors full_optimizer_state(Run& r) {
-  checkpoint::NamedTensors out;
-  if (!r.sharded) {
-    for (auto& [n, t] : r.opt->state()) out.emplace_back(n, t);
-    return out;
-  }
-  std::map<std::string, at::Tensor> st;
-  for (auto& [n, t] : r.opt->state()) st[n] = t;
-  for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
-    std::vector<at::Tensor> shards;
-    for (auto& name : r.sharded->shard_names()) shards.push_back(st.at(name + suffix));
-    auto full = r.sharded->full_from_shards(shards, suffix);
-    out.insert(out.end(), full.begin(), full.end());
-  }
-  return out;
-}
-
-/// Loads full weights (+ optimizer state) saved with any world size into this run's layout.
-void load_full_state(Run& r, const checkpoint::TensorMap& weights, const checkpoint::TensorMap* opt_state,
-                     int64_t steps) {
-  NamedTensors w(weights.begin(), weights.end());
-  if (!r.sharded) {
-    r.model->load_named(w);
-    if (opt_state) {
-      std::vector<std::pair<std::string, at::Tensor>> st;
-      for (auto& [n, t] : *opt_state) st.emplace_back(n, t.to(r.device));
-      r.opt->load_state(st, steps);
-    }
-    return;
-  }
-  r.sharded->load_masters(r.sharded->shards_from_full(w, ""));
-  if (opt_state) {
-    NamedTensors o(opt_state->begin(), opt_state->end());
-    std::vector<std::pair<std::string, at::Tensor>> st;
-    auto names = r.sharded->shard_names();
-    for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
-      auto shards = r.sharded->shards_from_full(o, suffix);
-      for (std::size_t i = 0; i < names.size(); ++i) st.emplace_back(names[i] + suffix, shards[i]);
-    }
-    r.opt->load_state(st, steps);
-  }
-}
-
-/// Waits for a background checkpoint write; rethrows its error.
-void join_pending_save(Run& r) {
-  if (!r.pending_save.valid()) return;
-  r.pending_save.get();
-}
-
-void save_checkpoint(Run& r, int64_t step) {
-  join_pending_save(r);  // one write in flight at a time, and never lose an error
-  checkpoint::CheckpointFiles f;
-  f.tensor_files.emplace_back("model.safetensors", full_weights(r));
-  f.tensor_files.emplace_back("optim.safetensors", full_optimizer_state(r));
-  if (r.env.rank == 0) {
-    f.metadata = {{"tokens_seen", r.tokens_seen},
-                  {"world_size", r.env.world_size},
-                  {"strategy", r.cfg.parallel.strategy},
-                  {"optimizer_steps", r.opt->steps()},
-                  {"data_state", r.data->state()},
-                  {"config", to_json(r.cfg)}};
-    auto write = [run_dir = r.cfg.run_dir, step, keep = r.cfg.checkpoint.keep_last,
-                  every = r.cfg.checkpoint.keep_every](const checkpoint::CheckpointFiles& files) {
-      std::string dir = checkpoint::save_checkpoint(run_dir, step, files, keep, every);
-      log::info("checkpoint saved: {}", dir);
-    };
-    if (r.cfg.checkpoint.async) {
-      // Snapshot to CPU memory (the live tensors keep training), write in the background.
-      for (auto& [file, tensors] : f.tensor_files)
-        for (auto& [n, t] : tensors) t = t.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
-      r.pending_save = std::async(std::launch::async, [write, files = std::move(f)] { write(files); });
-    } else {
-      write(f);
-    }
-  }
-  if (r.comm) r.comm->barrier();
-}
-
-void resume(Run& r) {
-  if (r.cfg.resume.empty()) return;
-  std::string dir = checkpoint::resolve_checkpoint(r.cfg.run_dir, r.cfg.resume);
-  if (dir.empty()) {
-    log::info("resume: no checkpoint in {} yet, starting from scratch", r.cfg.run_dir);
-    return;
-  }
-  auto meta = checkpoint::verify_checkpoint(dir);
-  auto weights = checkpoint::load_safetensors((stdfs::path(dir) / "model.safetensors").string());
-  auto opt_state = checkpoint::load_safetensors((stdfs::path(dir) / "optim.safetensors").string());
-  try {
-    load_full_state(r, weights, &opt_state, meta.at("optimizer_steps").get<int64_t>());
-  } catch (const DataError& e) {
-    throw DataError("checkpoint '" + dir + "': " + e.what());
-  }
-  r.data->restore(meta.at("data_state"));
-  r.start = meta.at("step").get<int64_t>();
-  r.tokens_seen = meta.value("tokens_seen", int64_t{0});
-  int saved_world = meta.value("world_size", 1);
-  log::info("resumed from {} at step {}{}", dir, r.start,
-            saved_world != r.env.world_size
-                ? fmt::format(" (resharded from {} to {} ranks)", saved_world, r.env.world_size)
-                : std::string());
 }
 
 /// Relative data/tokenizer paths: the working directory first, then the recipe's directory.
@@ -235,7 +101,7 @@ Run build(const TrainConfig& cfg_in) {
   if (at::hasCUDA()) r.device = at::Device(at::kCUDA, r.env.local_rank);
 
   r.model = std::make_unique<Transformer>(cfg.model, cfg.seed);
-  if (!cfg.init_from.empty()) {
+  if (!cfg.init_from.empty() && cfg.init_from_mode != "full") {
     load_weights_into(*r.model, cfg.init_from);
     log::info("initialised weights from {}", cfg.init_from);
   }
@@ -328,21 +194,14 @@ void log_memory(Run& r) {
 
 }  // namespace
 
-std::string find_weights(const std::string& src) {
-  stdfs::path p(src);
-  if (stdfs::is_regular_file(p)) return p.string();
-  if (stdfs::exists(p / "model.safetensors")) return (p / "model.safetensors").string();
-  throw ConfigError(src, "init_from", 0, "no model.safetensors found (expected a run directory, a checkpoint "
-                                         "directory or a .safetensors file)");
-}
-
 TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
   Run r = build(cfg_in);
   const TrainConfig& cfg = r.cfg;
   const bool rank0 = r.env.rank == 0;
   stdfs::create_directories(cfg.run_dir);
   if (rank0) openlm::fs::write_file_atomic((stdfs::path(cfg.run_dir) / "config.json").string(), to_json(cfg).dump(2) + "\n");
-  resume(r);
+  if (!cfg.init_from.empty() && cfg.init_from_mode == "full") init_full_state(r, cfg.init_from);
+  resume_run(r);
 
   const int64_t last = opt.stop_at_step > 0 ? std::min(opt.stop_at_step, r.total) : r.total;
   if (rank0) {
@@ -442,7 +301,9 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
     bool preempted = g_signal != 0;
     if (r.comm) preempted = r.comm->all_reduce_scalar(preempted ? 1.0 : 0.0, parallel::ReduceOp::Max) > 0;
     if ((cfg.checkpoint.every_steps > 0 && step % cfg.checkpoint.every_steps == 0) || step == last || preempted)
-      save_checkpoint(r, step);
+      save_run_checkpoint(r, step);
+    else
+      poll_pending_save(r);
     if (preempted) {
       log::warn("preemption signal: checkpoint saved at step {}, exiting", step);
       break;
@@ -451,7 +312,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
   std::signal(SIGTERM, prev_term);
   std::signal(SIGUSR1, prev_usr1);
   res.steps_done = step;
-  join_pending_save(r);
+  finish_pending_save(r);
   auto final_weights = full_weights(r);  // collective
   if (rank0) {
     checkpoint::save_safetensors(weights, final_weights);

@@ -25,8 +25,4 @@ struct TrainResult {
 /// the last good weights on disk are left untouched).
 TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt = {});
 
-/// The safetensors file holding a run's (or checkpoint's) model weights: accepts a run directory,
-/// a checkpoint directory, or a .safetensors file.
-std::string find_weights(const std::string& run_or_checkpoint);
-
 }  // namespace openlm

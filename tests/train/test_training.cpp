@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "openlm_cpp/checkpoint/state_shards.h"
 #include "openlm_cpp/checkpoint/tensor_file.h"
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/core/recipe.h"
@@ -29,6 +30,15 @@ std::vector<nlohmann::json> read_metrics(const std::string& run) {
 const std::string& manifest() {
   static std::string m = write_counting_shards(temp_dir("data"), 400, 16, 64, 3);
   return m;
+}
+/// A .safetensors file of weights (no optimizer state): init_from_mode full must refuse it.
+std::string run_dir_without_checkpoint() {
+  static std::string p = [] {
+    std::string d = temp_dir("weights_only");
+    checkpoint::save_safetensors(d + "/w.safetensors", checkpoint::NamedTensors{{"x", torch::zeros({1})}});
+    return d;
+  }();
+  return p;
 }
 TrainOptions quiet() {
   TrainOptions o;
@@ -95,7 +105,7 @@ TEST(Training, CorruptCheckpointFallsBackToAnOlderOne) {
   stop.stop_at_step = 6;
   run_training(cfg, stop);
   {  // flip a byte in the newest checkpoint's weights
-    std::fstream f(run + "/checkpoints/step_6/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    std::fstream f(run + "/checkpoints/step_6/model-shard00000-of-00001.safetensors", std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(-3, std::ios::end);
     f.put('\x7f');
   }
@@ -140,8 +150,67 @@ TEST(Training, AsyncCheckpointsEqualSynchronousOnes) {
   run_training(b, quiet());
   for (int s : {2, 4, 6}) {
     std::string d = "/checkpoints/step_" + std::to_string(s);
-    auto ws = checkpoint::load_safetensors(sync + d + "/model.safetensors");
-    auto wa = checkpoint::load_safetensors(async + d + "/model.safetensors");
+    auto ws = checkpoint::load_model_weights(sync + d);
+    auto wa = checkpoint::load_model_weights(async + d);
     for (auto& [n, t] : ws) EXPECT_TRUE(torch::equal(t, wa.at(n))) << s << " " << n;
   }
+}
+
+TEST(Training, CheckpointHoldsShardFilesLayoutAndRngStates) {
+  std::string run = temp_dir("layout");
+  run_training(tiny_recipe(manifest(), run, 3), quiet());
+  std::string d = run + "/checkpoints/step_3";
+  auto meta = nlohmann::json::parse(std::ifstream(d + "/metadata.json"));
+  for (auto f : {"model-shard00000-of-00001.safetensors", "optim-shard00000-of-00001.safetensors", "rng.safetensors"})
+    EXPECT_TRUE(meta["files"].contains(f)) << f;
+  ASSERT_EQ(meta["shards"]["model"].size(), 1u);
+  auto& t = meta["shards"]["model"][0]["tensors"]["tok_embeddings.weight"];
+  EXPECT_EQ(t["shape"], nlohmann::json({64, 32}));
+  EXPECT_EQ(t["range"], nlohmann::json({0, 64 * 32}));
+  EXPECT_EQ(meta["optimizer_steps"], 3);
+  EXPECT_EQ(meta["lr_schedule"]["total_steps"], 3);
+  // The checkpoint's weights are the run's final weights.
+  auto w = checkpoint::load_model_weights(d);
+  auto final_w = checkpoint::load_safetensors(run + "/model.safetensors");
+  ASSERT_EQ(w.size(), final_w.size());
+  for (auto& [n, x] : final_w) EXPECT_TRUE(torch::equal(x, w.at(n))) << n;
+  checkpoint::SafetensorsFile rng(d + "/rng.safetensors");
+  EXPECT_TRUE(rng.contains("rank00000.cpu"));
+}
+
+TEST(Training, InitFromFullStateContinuesOptimizerAndSchedule) {
+  std::string src = temp_dir("ft_src"), full = temp_dir("ft_full"), weights = temp_dir("ft_weights");
+  auto a = tiny_recipe(manifest(), src, 10);
+  TrainOptions stop = quiet();
+  stop.stop_at_step = 4;
+  run_training(a, stop);
+  auto reference = read_metrics(src);
+
+  auto b = tiny_recipe(manifest(), full, 10);
+  b.init_from = src + "/checkpoints/step_4";
+  b.init_from_mode = "full";
+  run_training(b, quiet());
+  auto m = read_metrics(full);
+  ASSERT_EQ(m.size(), 6u);
+  EXPECT_EQ(m.front()["step"], 5);  // the schedule goes on from step 4
+  a.resume = "latest";
+  run_training(a, quiet());          // the source run continued: same lr at every step
+  auto cont = read_metrics(src);
+  ASSERT_EQ(cont.size(), 10u);
+  for (std::size_t i = 0; i < m.size(); ++i) EXPECT_EQ(m[i]["lr"], cont[i + 4]["lr"]);
+
+  auto c = tiny_recipe(manifest(), weights, 10);
+  c.init_from = src + "/checkpoints/step_4";  // weights only: fresh optimizer, schedule from step 1
+  run_training(c, quiet());
+  auto mw = read_metrics(weights);
+  ASSERT_EQ(mw.size(), 10u);
+  EXPECT_EQ(mw.front()["lr"], reference.front()["lr"]);
+  // Both fine-tunes start from the same weights on the same first batch (new data, read from its
+  // start): the same first loss, and not the fresh initialisation's.
+  EXPECT_EQ(mw.front()["loss"], m.front()["loss"]);
+  EXPECT_NE(mw.front()["loss"], reference.front()["loss"]);
+
+  c.init_from = run_dir_without_checkpoint();
+  c.init_from_mode = "full";
+  EXPECT_THROW(run_training(c, quiet()), Error);
 }

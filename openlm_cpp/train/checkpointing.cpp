@@ -1,0 +1,338 @@
+// The checkpoint side of a training run: per-rank sharded saves (sync or async), resume with
+// resharding, and init_from a native checkpoint's full state. Formats: docs/CHECKPOINT_FORMAT.md.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+
+#include "openlm_cpp/checkpoint/atomic_file.h"
+#include "openlm_cpp/checkpoint/native_checkpoint.h"
+#include "openlm_cpp/checkpoint/state_shards.h"
+#include "openlm_cpp/core/error.h"
+#include "openlm_cpp/core/log.h"
+#include "openlm_cpp/core/recipe.h"
+#include "openlm_cpp/train/run_state.h"
+
+namespace stdfs = std::filesystem;
+
+namespace openlm {
+namespace {
+
+using checkpoint::StateSlice;
+
+/// This rank's slices of the weights and the optimizer moments, as views into the live state.
+struct LocalLayout {
+  std::vector<StateSlice> model, optim;
+  bool writer = true;  // one rank per distinct shard writes it
+  int shard = 0, shards = 1;
+};
+
+std::vector<int64_t> shape_of(const at::Tensor& t) { return {t.sizes().begin(), t.sizes().end()}; }
+
+LocalLayout local_layout(Run& r) {
+  LocalLayout L;
+  if (!r.sharded) {  // one process: every tensor whole
+    for (auto& [n, t] : r.model->named_parameters())
+      L.model.push_back({n, shape_of(t), 0, t.numel(), t.detach().view({-1})});
+    for (auto& [n, t] : r.opt->state()) L.optim.push_back({n, shape_of(t), 0, t.numel(), t.view({-1})});
+    return L;
+  }
+  auto masters = r.sharded->masters();
+  auto names = r.sharded->shard_names();
+  std::map<std::string, at::Tensor> state;
+  for (auto& [n, t] : r.opt->state()) state[n] = t;
+  for (auto& s : r.sharded->local_slices()) {
+    const int64_t len = s.end - s.begin;
+    L.model.push_back({s.name, s.shape, s.begin, s.end, masters[s.unit].narrow(0, s.shard_offset, len)});
+    for (const char* suffix : {".exp_avg", ".exp_avg_sq"})
+      L.optim.push_back({s.name + suffix, s.shape, s.begin, s.end,
+                         state.at(names[s.unit] + suffix).narrow(0, s.shard_offset, len)});
+  }
+  L.writer = r.sharded->writes_shard();
+  L.shard = r.sharded->shard_index();
+  L.shards = r.sharded->shard_count();
+  return L;
+}
+
+/// Every rank's `mine`, in rank order (just `mine` in a one-process run).
+std::vector<std::string> gather_strings(Run& r, const std::string& mine) {
+  if (!r.comm) return {mine};
+  return r.comm->all_gather_bytes(mine);
+}
+
+/// Throws on every rank when any rank reports an error ("" = fine), naming the first one.
+void agree_or_throw(Run& r, const std::string& error, const std::string& context) {
+  auto all = gather_strings(r, error);
+  for (std::size_t i = 0; i < all.size(); ++i)
+    if (!all[i].empty())
+      throw IoError(context + (all.size() > 1 ? " (rank " + std::to_string(i) + ")" : "") + ": " + all[i]);
+}
+
+std::string bytes_of(const at::Tensor& t) {
+  at::Tensor c = t.contiguous();
+  return std::string(static_cast<const char*>(c.data_ptr()), static_cast<std::size_t>(c.nbytes()));
+}
+
+at::Tensor tensor_of(const std::string& bytes) {
+  at::Tensor t = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
+  if (!bytes.empty()) std::memcpy(t.data_ptr(), bytes.data(), bytes.size());
+  return t;
+}
+
+/// This rank's generator states: CPU, and the current CUDA device's when training on CUDA.
+std::pair<std::string, std::string> rng_states(const Run& r) {
+  std::pair<std::string, std::string> out;
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    out.first = bytes_of(gen.get_state());
+  }
+  if (r.device.is_cuda()) {
+    auto gen = at::globalContext().defaultGenerator(r.device);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    out.second = bytes_of(gen.get_state());
+  }
+  return out;
+}
+
+void restore_rng(const Run& r, const std::string& dir, const nlohmann::json& meta) {
+  stdfs::path p = stdfs::path(dir) / "rng.safetensors";
+  if (!stdfs::exists(p)) return;
+  if (meta.value("world_size", 1) != r.env.world_size) {
+    log::info("resume: RNG states were saved by {} ranks; this run's {} ranks keep their seeded states",
+              meta.value("world_size", 1), r.env.world_size);
+    return;
+  }
+  checkpoint::SafetensorsFile f(p.string());
+  const std::string key = fmt::format("rank{:05d}", r.env.rank);
+  if (f.contains(key + ".cpu")) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(f.get(key + ".cpu"));
+  }
+  if (r.device.is_cuda() && f.contains(key + ".cuda")) {
+    auto gen = at::globalContext().defaultGenerator(r.device);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(f.get(key + ".cuda"));
+  }
+}
+
+struct FileJob {
+  std::string name;
+  checkpoint::NamedTensors tensors;
+};
+
+/// Rank 0 picks and verifies the checkpoint (checksums of every file), every rank learns its choice.
+/// `pick` returns "" for "nothing to load".
+std::string agreed_checkpoint(Run& r, const std::function<std::string()>& pick, nlohmann::json& meta) {
+  std::string dir, error;
+  if (r.env.rank == 0) {
+    try {
+      dir = pick();
+      if (!dir.empty()) meta = checkpoint::verify_checkpoint(dir);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  auto all = gather_strings(r, error.empty() ? "ok:" + dir : "error:" + error);
+  const std::string& chosen = all[0];
+  if (chosen.rfind("error:", 0) == 0) {
+    if (r.env.rank == 0) throw DataError(error);
+    throw DataError(chosen.substr(6));
+  }
+  dir = chosen.substr(3);
+  if (r.env.rank != 0 && !dir.empty()) {
+    try {
+      meta = nlohmann::json::parse(openlm::fs::read_file((stdfs::path(dir) / "metadata.json").string()));
+    } catch (const nlohmann::json::exception& e) {
+      throw DataError("checkpoint '" + dir + "': metadata.json: " + e.what());
+    }
+  }
+  return dir;
+}
+
+/// Loads this rank's slices of the weights (and optimizer state) from any saved layout.
+void load_state(Run& r, const std::string& dir, const nlohmann::json& meta, bool optimizer) {
+  LocalLayout L = local_layout(r);
+  at::NoGradGuard no_grad;
+  checkpoint::StateReader(dir, meta, "model").read_into(L.model);
+  if (r.sharded) r.sharded->invalidate();
+  if (!optimizer) return;
+  checkpoint::StateReader opt(dir, meta, "optim");
+  if (opt.names().empty())
+    throw DataError("checkpoint '" + dir + "' holds no optimizer state (weights only): use init_from_mode: weights");
+  opt.read_into(L.optim);
+  r.opt->load_state(r.opt->state(), meta.at("optimizer_steps").get<int64_t>());
+}
+
+void commit_pending(Run& r) {
+  std::unique_ptr<PendingSave> p = std::move(r.pending);
+  nlohmann::json report;
+  try {
+    report = {{"files", p->files.get()}};
+  } catch (const std::exception& e) {
+    report = {{"error", e.what()}};
+  }
+  const std::string context = "checkpoint step " + std::to_string(p->step) + " not saved (earlier checkpoints are kept)";
+  nlohmann::json files = nlohmann::json::object();
+  std::string error;
+  for (auto& s : gather_strings(r, report.dump())) {
+    auto j = nlohmann::json::parse(s);
+    if (j.contains("error")) {
+      if (error.empty()) error = j["error"].get<std::string>();
+    } else {
+      files.update(j["files"]);
+    }
+  }
+  if (!error.empty()) throw IoError(context + ": " + error);
+  std::string commit_error;
+  if (r.env.rank == 0) {
+    try {
+      p->metadata["files"] = files;
+      std::string dir = checkpoint::commit_checkpoint(r.cfg.run_dir, p->step, std::move(p->metadata),
+                                                      r.cfg.checkpoint.keep_last, r.cfg.checkpoint.keep_every);
+      log::info("checkpoint saved: {}", dir);
+    } catch (const std::exception& e) {
+      commit_error = e.what();
+    }
+  }
+  agree_or_throw(r, commit_error, context);
+}
+
+}  // namespace
+
+NamedTensors full_weights(Run& r) {
+  if (!r.sharded) {
+    NamedTensors out;
+    for (auto& [n, t] : r.model->named_parameters()) out.emplace_back(n, t.detach());
+    return out;
+  }
+  return r.sharded->full_from_shards(r.sharded->masters(), "");
+}
+
+void save_run_checkpoint(Run& r, int64_t step) {
+  finish_pending_save(r);  // one write in flight at a time, and never lose an error
+  const bool rank0 = r.env.rank == 0;
+  std::string error;
+  if (rank0) {
+    try {
+      checkpoint::begin_checkpoint(r.cfg.run_dir, step);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  agree_or_throw(r, error, "checkpoint step " + std::to_string(step) + " not saved");
+
+  LocalLayout L = local_layout(r);
+  std::vector<FileJob> jobs;
+  nlohmann::json mine = {{"model", nlohmann::json::array()}, {"optim", nlohmann::json::array()}};
+  if (L.writer) {
+    const std::string tag = fmt::format("shard{:05d}-of-{:05d}.safetensors", L.shard, L.shards);
+    for (auto [kind, slices] : {std::pair<const char*, std::vector<StateSlice>*>{"model", &L.model}, {"optim", &L.optim}}) {
+      const std::string file = std::string(kind) + "-" + tag;
+      mine[kind].push_back(checkpoint::slice_layout(file, r.env.rank, *slices));
+      jobs.push_back({file, checkpoint::slice_tensors(*slices)});
+    }
+  }
+  auto layouts = gather_strings(r, mine.dump());
+  auto [cpu_rng, cuda_rng] = rng_states(r);
+  auto cpu_rngs = gather_strings(r, cpu_rng);
+  auto cuda_rngs = gather_strings(r, cuda_rng);
+
+  auto pending = std::make_unique<PendingSave>();
+  pending->step = step;
+  if (rank0) {
+    nlohmann::json shards = {{"model", nlohmann::json::array()}, {"optim", nlohmann::json::array()}};
+    for (auto& s : layouts) {
+      auto j = nlohmann::json::parse(s);
+      for (const char* kind : {"model", "optim"})
+        for (auto& f : j[kind]) shards[kind].push_back(f);
+    }
+    checkpoint::NamedTensors rng;
+    for (std::size_t i = 0; i < cpu_rngs.size(); ++i) {
+      const std::string key = fmt::format("rank{:05d}", i);
+      rng.emplace_back(key + ".cpu", tensor_of(cpu_rngs[i]));
+      if (!cuda_rngs[i].empty()) rng.emplace_back(key + ".cuda", tensor_of(cuda_rngs[i]));
+    }
+    jobs.push_back({"rng.safetensors", std::move(rng)});
+    pending->metadata = {{"format", "openlm-cpp sharded checkpoint v1"},
+                         {"tokens_seen", r.tokens_seen},
+                         {"world_size", r.env.world_size},
+                         {"strategy", r.cfg.parallel.strategy},
+                         {"optimizer_steps", r.opt->steps()},
+                         {"lr_schedule", {{"step", step}, {"total_steps", r.total}}},
+                         {"data_state", r.data->state()},
+                         {"shards", shards},
+                         {"config", to_json(r.cfg)}};
+  }
+  auto write = [run_dir = r.cfg.run_dir, step](std::vector<FileJob> todo) {
+    nlohmann::json sums = nlohmann::json::object();
+    for (auto& job : todo) sums[job.name] = checkpoint::write_checkpoint_file(run_dir, step, job.name, job.tensors);
+    return sums;
+  };
+  if (r.cfg.checkpoint.async) {
+    // Snapshot this rank's slices to CPU memory (training goes on changing the live tensors),
+    // then write them in the background; a later poll commits once every rank has written.
+    for (auto& job : jobs)
+      for (auto& [n, t] : job.tensors) t = t.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
+    pending->files = std::async(std::launch::async, write, std::move(jobs));
+    r.pending = std::move(pending);
+  } else {
+    pending->files = std::async(std::launch::deferred, write, std::move(jobs));
+    r.pending = std::move(pending);
+    finish_pending_save(r);
+  }
+}
+
+void poll_pending_save(Run& r) {
+  if (!r.pending) return;
+  bool ready = r.pending->files.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  if (r.comm) ready = r.comm->all_reduce_scalar(ready ? 1.0 : 0.0, parallel::ReduceOp::Min) > 0;
+  if (ready) commit_pending(r);
+}
+
+void finish_pending_save(Run& r) {
+  if (r.pending) commit_pending(r);
+}
+
+void resume_run(Run& r) {
+  if (r.cfg.resume.empty()) return;
+  nlohmann::json meta;
+  std::string dir = agreed_checkpoint(r, [&] { return checkpoint::resolve_checkpoint(r.cfg.run_dir, r.cfg.resume); }, meta);
+  if (dir.empty()) {
+    log::info("resume: no checkpoint in {} yet, starting from scratch", r.cfg.run_dir);
+    return;
+  }
+  load_state(r, dir, meta, /*optimizer=*/true);
+  r.data->restore(meta.at("data_state"));
+  r.start = meta.at("step").get<int64_t>();
+  r.tokens_seen = meta.value("tokens_seen", int64_t{0});
+  restore_rng(r, dir, meta);
+  int saved_world = meta.value("world_size", 1);
+  log::info("resumed from {} at step {}{}", dir, r.start,
+            saved_world != r.env.world_size
+                ? fmt::format(" (resharded from {} to {} ranks)", saved_world, r.env.world_size)
+                : std::string());
+}
+
+void init_full_state(Run& r, const std::string& source) {
+  nlohmann::json meta;
+  std::string dir = agreed_checkpoint(r, [&] {
+    if (stdfs::exists(stdfs::path(source) / "metadata.json")) return source;
+    std::string d = checkpoint::resolve_checkpoint(source, "latest");  // a run directory
+    if (d.empty())
+      throw ConfigError(r.cfg.source_file, "init_from", 0,
+                        "'" + source + "' is not a native checkpoint (init_from_mode: full needs one)");
+    return d;
+  }, meta);
+  load_state(r, dir, meta, /*optimizer=*/true);
+  r.start = meta.at("step").get<int64_t>();
+  r.tokens_seen = meta.value("tokens_seen", int64_t{0});
+  log::info("initialised weights, optimizer state and schedule position (step {}) from {}", r.start, dir);
+}
+
+}  // namespace openlm

@@ -1,0 +1,68 @@
+#pragma once
+/// Internal to the trainer: everything one run holds (built by trainer.cpp's `build()`), and the
+/// checkpoint side of the run (checkpointing.cpp): sharded saves, resume, init_from.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "data_loader/batch_source.h"
+#include "openlm_cpp/core/config.h"
+#include "openlm_cpp/core/dist_env.h"
+#include "openlm_cpp/model/transformer.h"
+#include "openlm_cpp/optim/adamw.h"
+#include "openlm_cpp/parallel/comm.h"
+#include "openlm_cpp/parallel/fsdp.h"
+#include "openlm_cpp/train/metrics.h"
+
+namespace openlm {
+
+/// A checkpoint whose files are being written in the background (checkpoint.async).
+struct PendingSave {
+  int64_t step = 0;
+  nlohmann::json metadata;                    // rank 0: everything but the checksums
+  std::future<nlohmann::json> files;          // this rank's {file: xxh64}
+};
+
+struct Run {
+  TrainConfig cfg;
+  DistEnv env;
+  at::Device device{at::kCPU};
+  std::unique_ptr<Transformer> model;
+  std::unique_ptr<parallel::Communicator> comm;   // multi-rank runs only
+  std::unique_ptr<parallel::ShardedModel> sharded; // multi-rank runs only
+  std::unique_ptr<AdamW> opt;
+  std::unique_ptr<data::BatchSource> data;
+  MetricsFanout sinks;
+  int64_t accum = 1;
+  int64_t total = 0;     // optimizer steps the schedule spans
+  int64_t start = 0;     // completed steps at start (resume)
+  int64_t tokens_seen = 0;
+  int64_t state_bytes = 0;  // this rank's parameters + gradients + optimizer state
+  std::unique_ptr<PendingSave> pending;  // checkpoint.async: the write in flight
+};
+
+/// Collective. Writes checkpoint `step`: every rank that holds a distinct shard writes its slices
+/// of the weights and optimizer state (no gather), rank 0 adds metadata.json and the RNG states of
+/// every rank, and commits. With checkpoint.async the files are written by a background thread
+/// from a CPU snapshot and committed by a later poll_pending_save/finish_pending_save.
+void save_run_checkpoint(Run& r, int64_t step);
+/// Collective, once per step while a save is pending: commits it when every rank has written.
+void poll_pending_save(Run& r);
+/// Collective: waits for and commits the pending save (rethrows its error).
+void finish_pending_save(Run& r);
+
+/// Collective. `resume:`: restores weights, optimizer, schedule position, data position and RNG
+/// from the chosen checkpoint, resharding from any saved world size and strategy.
+void resume_run(Run& r);
+/// `init_from:` with init_from_mode full: weights, optimizer state and schedule position of a
+/// native checkpoint (not the data position: fine-tuning reads new data).
+void init_full_state(Run& r, const std::string& checkpoint_dir);
+
+/// Full fp32 weights by OpenLM name (collective in multi-rank runs).
+NamedTensors full_weights(Run& r);
+
+}  // namespace openlm
