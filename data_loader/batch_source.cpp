@@ -36,6 +36,7 @@ struct Result {
 
 class ShardedBatchSource final : public BatchSource {
  public:
+  using BatchSource::next;  // next(tokens, loss_mask): the interface's default (no mask)
   explicit ShardedBatchSource(const LoaderOptions& o) : opt_(o) {
     const auto& c = o.cfg;
     auto bad = [](const std::string& key, const std::string& what) { return ConfigError("", key, 0, what); };

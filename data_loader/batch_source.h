@@ -34,6 +34,13 @@ class BatchSource {
   /// for this rank, then those of batch g+1. The SET of sequences in global batch g must not depend on
   /// world_size or micro_batch_size (so W=1 and W=2 runs train on identical global batches).
   virtual bool next(at::Tensor& tokens) = 0;
+  /// Like next(tokens), plus a per-token loss mask (bool [micro_batch, seq_len+1], true where the token
+  /// is a target that counts) from sources that have one (instruction data); sources without one leave
+  /// `loss_mask` undefined (every target counts).
+  virtual bool next(at::Tensor& tokens, at::Tensor& loss_mask) {
+    loss_mask = at::Tensor();
+    return next(tokens);
+  }
   /// Small JSON value that restores the exact position (epoch, global position, rng) for ANY world size.
   virtual nlohmann::json state() const = 0;
   virtual void restore(const nlohmann::json& state) = 0;

@@ -72,6 +72,9 @@ struct DataConfig {
   bool skip_corrupt = false;           ///< skip and count bad records instead of failing
   int64_t num_workers = 2;             ///< background read/decode threads
   int64_t prefetch = 8;                ///< bounded queue depth in micro-batches
+  std::string instructions;            ///< JSONL instruction data (fine-tuning); "" = pretraining data
+  std::string prompt_field = "prompt";      ///< JSON field holding a record's prompt
+  std::string response_field = "response";  ///< JSON field holding a record's response
 };
 
 struct ParallelConfig {

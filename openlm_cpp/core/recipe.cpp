@@ -76,6 +76,9 @@ void fields(V& v, DataConfig& c) {
   v("skip_corrupt", c.skip_corrupt);
   v("num_workers", c.num_workers);
   v("prefetch", c.prefetch);
+  v("instructions", c.instructions);
+  v("prompt_field", c.prompt_field);
+  v("response_field", c.response_field);
 }
 template <class V>
 void fields(V& v, ParallelConfig& c) {
@@ -482,8 +485,21 @@ void validate_train(const TrainConfig& c, const Origin& o) {
   if (c.checkpoint.keep_last < 1) o.fail("checkpoint.keep_last", "must be >= 1");
   if (c.data.num_workers < 1) o.fail("data.num_workers", "must be >= 1");
   if (c.data.prefetch < 1) o.fail("data.prefetch", "must be >= 1");
-  if (c.data.manifests.empty() && !c.data.default_corpus)
-    o.fail("data.manifests", "missing: list at least one manifest.jsonl (or set data.default_corpus: true)");
+  if (!c.data.instructions.empty()) {
+    if (!c.data.manifests.empty())
+      o.fail("data.instructions", "cannot be combined with data.manifests (fine-tuning reads only the instruction data)");
+    if (c.data.default_corpus)
+      o.fail("data.instructions", "cannot be combined with data.default_corpus: true");
+    if (c.tokenizer.path.empty())
+      o.fail("tokenizer.path", "missing: data.instructions needs a tokenizer to tokenise the records");
+    if (c.data.prompt_field.empty()) o.fail("data.prompt_field", "must not be empty");
+    if (c.data.response_field.empty()) o.fail("data.response_field", "must not be empty");
+    if (c.data.prompt_field == c.data.response_field)
+      o.fail("data.response_field", "must differ from data.prompt_field ('" + c.data.prompt_field + "')");
+  } else if (c.data.manifests.empty() && !c.data.default_corpus) {
+    o.fail("data.manifests", "missing: list at least one manifest.jsonl (or set data.default_corpus: true, "
+                             "or data.instructions for fine-tuning)");
+  }
   for (std::size_t i = 0; i < c.data.manifests.size(); ++i)
     if (!(c.data.manifests[i].weight > 0))
       o.fail("data.manifests[" + std::to_string(i) + "].weight", "must be > 0");

@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "data_loader/batch_source.h"
+#include "data_loader/instruction_source.h"
 #include "openlm_cpp/checkpoint/atomic_file.h"
 #include "openlm_cpp/checkpoint/hf_import.h"
 #include "openlm_cpp/checkpoint/native_checkpoint.h"
@@ -86,6 +87,7 @@ TrainConfig resolve_inputs(TrainConfig cfg) {
     cfg.data.default_corpus = false;
   }
   for (auto& m : cfg.data.manifests) m.path = resolve_path(m.path, cfg);
+  cfg.data.instructions = resolve_path(cfg.data.instructions, cfg);
   cfg.tokenizer.path = resolve_path(cfg.tokenizer.path, cfg);
   return cfg;
 }
@@ -139,6 +141,11 @@ Run build(const TrainConfig& cfg_in) {
   lo.rank = r.env.rank;
   lo.world_size = r.env.world_size;
   lo.seed = cfg.seed;
+  if (!cfg.data.instructions.empty()) {  // fine-tuning: records tokenised here, loss masked on prompts
+    std::shared_ptr<const Tokenizer> tok = load_tokenizer(cfg.tokenizer.type, cfg.tokenizer.path);
+    r.data = data::make_instruction_source(lo, [tok](const std::string& s) { return tok->encode(s); }, tok->eos_id());
+    return r;
+  }
   if (cfg.data.manifests.empty())
     throw ConfigError(cfg.source_file, "data.manifests", 0, "missing: list at least one manifest.jsonl");
   r.data = data::make_batch_source(lo);
@@ -227,7 +234,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
   const double t_start = now_s();
   const double W = static_cast<double>(r.env.world_size);
   int64_t step = r.start;
-  at::Tensor batch;
+  at::Tensor batch, mask;
   r.model->train(true);
   while (step < last) {
     const double t0 = now_s(), wait0 = r.data->wait_seconds();
@@ -235,13 +242,15 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
     at::Tensor loss_sum, z_sum;  // summed on the device; one host sync per step, not per micro-batch
     bool exhausted = false;
     for (int64_t micro = 0; micro < r.accum; ++micro) {
-      if (!r.data->next(batch)) {
+      if (!r.data->next(batch, mask)) {
         exhausted = true;
         break;
       }
       if (r.sharded) r.sharded->begin_micro_batch(micro == r.accum - 1);
       at::Tensor tokens = batch.to(r.device, /*non_blocking=*/true);
       at::Tensor inputs = tokens.slice(1, 0, -1), targets = tokens.slice(1, 1);
+      if (mask.defined())  // instruction data: only response tokens (and their eos) are targets
+        targets = targets.masked_fill(mask.slice(1, 1).to(r.device, /*non_blocking=*/true).logical_not(), -100);
       LossParts lp = lm_loss(r.model->forward(inputs), targets, cfg.optim.z_loss);
       (lp.total / static_cast<double>(r.accum)).backward();
       loss_sum = loss_sum.defined() ? loss_sum + lp.ce.detach() : lp.ce.detach();
