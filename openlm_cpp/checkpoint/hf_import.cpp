@@ -13,6 +13,7 @@
 
 #include "openlm_cpp/checkpoint/atomic_file.h"
 #include "openlm_cpp/checkpoint/pt_pickle.h"
+#include "openlm_cpp/checkpoint/state_shards.h"
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/core/log.h"
 #include "openlm_cpp/core/recipe.h"
@@ -361,8 +362,8 @@ ImportedModel load_native(const std::string& source) {
   im.model = cfg.model;
   im.origin = "native";
   TensorMap raw;
-  if (!dir) raw = load_safetensors(source);
-  else raw = load_sharded(source);  // model.safetensors, or an index with shards
+  if (dir && stdfs::exists(p / "model.safetensors.index.json")) raw = load_sharded(source);
+  else raw = load_model_weights(source);  // a file, a run dir, a native checkpoint (per-rank shards or whole)
   for (auto& [name, t] : raw) im.tensors[name] = to_fp32(t);
   complete_tied(im.model, im.tensors);
   check_tensors(im.model, im.tensors, source);

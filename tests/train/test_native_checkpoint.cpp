@@ -1,5 +1,6 @@
 // Native checkpoints: atomic directories, the `latest` pointer, retention, verification of
-// checksums and completeness, and a disk-full write that keeps the previous checkpoint.
+// checksums and completeness, a disk-full write that keeps the previous checkpoint, and SIGKILL at
+// any moment of a save.
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -90,4 +91,31 @@ TEST(NativeCheckpoint, DiskFullKeepsThePreviousCheckpoint) {
   EXPECT_EQ(latest(run), "step_1");
   EXPECT_EQ(resolve_checkpoint(run, "latest"), run + "/checkpoints/step_1");
   EXPECT_FALSE(stdfs::exists(run + "/checkpoints/step_2"));
+}
+
+TEST(NativeCheckpoint, SigkillDuringSavesLeavesLatestValid) {
+  // A child saves 8 MB checkpoints in a loop; it is SIGKILLed at various moments (mid-write,
+  // mid-commit, between saves). Afterwards `latest` must name a complete, verified checkpoint, and
+  // `resume: latest` must find one.
+  for (int delay_ms : {3, 11, 23, 41, 67, 97}) {
+    std::string run = openlm::testing::temp_dir("ckpt_kill_" + std::to_string(delay_ms));
+    save_checkpoint(run, 1, files(1 << 21, 1.f), 2, 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      for (int64_t step = 2;; ++step) save_checkpoint(run, step, files(1 << 21, static_cast<float>(step)), 2, 0);
+    }
+    usleep(static_cast<useconds_t>(delay_ms) * 1000);
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status));
+    std::string name = latest(run);
+    EXPECT_NO_THROW(verify_checkpoint(run + "/checkpoints/" + name)) << "latest = " << name;
+    EXPECT_NE(resolve_checkpoint(run, "latest"), "");
+    // The next save cleans up whatever the killed one left half-written.
+    save_checkpoint(run, 1000, files(16, 0.f), 2, 0);
+    for (auto& e : stdfs::directory_iterator(run + "/checkpoints"))
+      EXPECT_EQ(e.path().filename().string().find(".partial"), std::string::npos) << e.path();
+  }
 }

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "openlm_cpp/checkpoint/hf_import.h"
 #include "openlm_cpp/checkpoint/state_shards.h"
 #include "openlm_cpp/checkpoint/tensor_file.h"
 #include "openlm_cpp/core/error.h"
@@ -174,6 +175,9 @@ TEST(Training, CheckpointHoldsShardFilesLayoutAndRngStates) {
   auto final_w = checkpoint::load_safetensors(run + "/model.safetensors");
   ASSERT_EQ(w.size(), final_w.size());
   for (auto& [n, x] : final_w) EXPECT_TRUE(torch::equal(x, w.at(n))) << n;
+  // export-hf / import-hf read the same weights from the per-rank shard files.
+  auto native = checkpoint::load_native(d);
+  for (auto& [n, x] : final_w) EXPECT_TRUE(torch::equal(x, native.tensors.at(n))) << n;
   checkpoint::SafetensorsFile rng(d + "/rng.safetensors");
   EXPECT_TRUE(rng.contains("rank00000.cpu"));
 }
