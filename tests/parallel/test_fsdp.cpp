@@ -6,7 +6,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -185,4 +188,43 @@ TEST(Fsdp, CheckpointReshardsUpAndDown) {
   ASSERT_EQ(train(run, 2, "--set parallel.strategy=no_shard --set resume=latest"), 0) << log_of(run);
   EXPECT_NE(log_of(run).find("resharded from 4 to 2 ranks"), std::string::npos) << log_of(run);
   expect_matches_reference(run);
+}
+
+TEST(Fsdp, PreemptionSignalCheckpointsAndResumes) {
+  // SIGUSR1 to the launcher reaches every rank: they agree on the step, save a checkpoint there,
+  // and exit 0; `resume: latest` then continues from that step with each step logged once.
+  std::string run = temp_dir("fsdp_preempt") + "/run";
+  std::string cmd = "OMP_NUM_THREADS=1 exec " + std::string(OPENLM_CLI) + " launch --standalone --nproc-per-node 2 -- " +
+                    OPENLM_CLI + " train " + recipe_path() + " --run-dir " + run +
+                    " --max-steps 5000 --set parallel.strategy=full_shard --set resume=latest > " + run + ".log 2>&1";
+  fs::create_directories(fs::path(run).parent_path());
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  for (int i = 0; i < 600 && metrics(run).size() < 3; ++i) usleep(100 * 1000);
+  ASSERT_GE(metrics(run).size(), 3u) << log_of(run);
+  kill(pid, SIGUSR1);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << log_of(run);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << log_of(run);
+  const auto done = metrics(run).size();
+  ASSERT_LT(done, 5000u);
+  std::ifstream latest(run + "/checkpoints/latest");
+  std::string name;
+  latest >> name;
+  EXPECT_EQ(name, "step_" + std::to_string(done)) << log_of(run);
+  EXPECT_NE(log_of(run).find("preemption signal"), std::string::npos) << log_of(run);
+
+  const int64_t target = static_cast<int64_t>(done) + 2;
+  ASSERT_EQ(train(run, 2, "--max-steps 5000 --set parallel.strategy=full_shard --set resume=latest --stop-at-step " +
+                              std::to_string(target)),
+            0)
+      << log_of(run);
+  auto m = metrics(run);
+  ASSERT_EQ(m.size(), static_cast<std::size_t>(target));
+  for (std::size_t i = 0; i < m.size(); ++i) EXPECT_EQ(m[i]["step"], static_cast<int64_t>(i) + 1);
 }
