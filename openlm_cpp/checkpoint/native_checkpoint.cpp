@@ -85,8 +85,7 @@ void begin_checkpoint(const std::string& run_dir, int64_t step) {
 std::string write_checkpoint_file(const std::string& run_dir, int64_t step, const std::string& file,
                                   const NamedTensors& tensors, const Metadata& extra) {
   std::string p = (stdfs::path(partial_checkpoint_dir(run_dir, step)) / file).string();
-  save_safetensors(p, tensors, extra);  // atomic + fsync'd
-  return file_xxh64(p);
+  return save_safetensors_hashed(p, tensors, extra);  // atomic + fsync'd
 }
 
 std::string commit_checkpoint(const std::string& run_dir, int64_t step, nlohmann::json meta,

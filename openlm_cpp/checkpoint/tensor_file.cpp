@@ -6,12 +6,15 @@
 #include <sys/stat.h>
 #include <torch/version.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -108,28 +111,40 @@ at::Tensor host_contiguous(const at::Tensor& t) {
   return c.contiguous();
 }
 
-void write_one(const std::string& path, const NamedTensors& tensors, const Metadata& extra) {
+/// Writes the file; returns the xxh64 of its bytes, hashed as they are written (no read-back).
+uint64_t write_one(const std::string& path, const NamedTensors& tensors, const Metadata& extra) {
   std::vector<safetensors::TensorBytes> desc;
   desc.reserve(tensors.size());
   for (const auto& [name, t] : tensors) desc.push_back(describe(name, t));
   safetensors::Plan plan = safetensors::plan(desc, extra, path);
+  std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> hash(XXH64_createState(), XXH64_freeState);
+  XXH64_reset(hash.get(), 0);
   fs::AtomicFile f(path);
   f.write(plan.prefix);
+  XXH64_update(hash.get(), plan.prefix.data(), plan.prefix.size());
   for (size_t i : plan.order) {
     if (desc[i].nbytes == 0) continue;
     at::Tensor c = host_contiguous(tensors[i].second);
     f.write(c.data_ptr(), desc[i].nbytes);
+    XXH64_update(hash.get(), c.data_ptr(), desc[i].nbytes);
   }
   if (f.size() != plan.file_size())
     throw IoError("'" + path + "': wrote " + std::to_string(f.size()) + " bytes, expected " +
                   std::to_string(plan.file_size()));
   f.commit();
+  return XXH64_digest(hash.get());
 }
 
 }  // namespace
 
 void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& extra) {
   write_one(path, tensors, extra);
+}
+
+std::string save_safetensors_hashed(const std::string& path, const NamedTensors& tensors, const Metadata& extra) {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(write_one(path, tensors, extra)));
+  return hex;
 }
 
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& extra) {
