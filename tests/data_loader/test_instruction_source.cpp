@@ -269,3 +269,17 @@ TEST(InstructionSource, RestoreContinuesExactlyOnAnyWorldSize) {
   pretraining.erase("kind");
   EXPECT_THROW(c[0]->restore(pretraining), DataError);
 }
+
+TEST(InstructionSource, PretrainingSourcesHaveNoMask) {
+  auto dir = temp_dir("sft_nomask");
+  auto manifest = write_synthetic(dir, true, 1, 8, 9);
+  LoaderOptions o = options("", 8, 4, 2);
+  o.cfg.instructions.clear();
+  o.cfg.manifests = {{manifest, 1.0}};
+  o.cfg.num_workers = 0;
+  auto src = make_batch_source(o);
+  at::Tensor t, m = at::ones({1});
+  ASSERT_TRUE(src->next(t, m));
+  EXPECT_EQ(t.sizes(), (std::vector<int64_t>{2, 9}));
+  EXPECT_FALSE(m.defined());
+}
