@@ -127,7 +127,7 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
   return commit_checkpoint(run_dir, step, std::move(meta), keep_last, keep_every);
 }
 
-nlohmann::json verify_checkpoint(const std::string& dir) {
+nlohmann::json verify_checkpoint(const std::string& dir, int part, int parts) {
   stdfs::path meta_path = stdfs::path(dir) / "metadata.json";
   if (!stdfs::exists(meta_path)) throw DataError("checkpoint '" + dir + "' is incomplete: no metadata.json");
   nlohmann::json meta;
@@ -138,15 +138,25 @@ nlohmann::json verify_checkpoint(const std::string& dir) {
   }
   if (!meta.contains("files") || !meta["files"].is_object() || !meta.contains("step"))
     throw DataError("checkpoint '" + dir + "': metadata.json lacks 'files' or 'step'");
+  int index = -1;
   for (auto& [file, sum] : meta["files"].items()) {
+    if (++index % parts != part) continue;
     stdfs::path p = stdfs::path(dir) / file;
     if (!stdfs::exists(p)) throw DataError("checkpoint '" + dir + "' is incomplete: missing " + file);
+    if (!sum.is_string()) throw DataError("checkpoint '" + dir + "': metadata.json: checksum of " + file + " is not a string");
     std::string got = file_xxh64(p.string());
     if (got != sum.get<std::string>())
       throw DataError("checkpoint '" + dir + "': checksum mismatch in " + file + " (expected " +
                       sum.get<std::string>() + ", got " + got + ")");
   }
   return meta;
+}
+
+std::vector<std::string> checkpoint_candidates(const std::string& run_dir, const std::string& spec) {
+  if (spec != "latest") return {spec};
+  std::vector<std::string> out;
+  for (auto& [s, dir] : list_steps((stdfs::path(run_dir) / "checkpoints").string())) out.push_back(dir);
+  return out;
 }
 
 std::string resolve_checkpoint(const std::string& run_dir, const std::string& spec) {
@@ -156,9 +166,7 @@ std::string resolve_checkpoint(const std::string& run_dir, const std::string& sp
   }
   // The newest verified step directory wins; `latest` normally names it, but a crash between the
   // rename and the pointer update leaves a newer complete one, which is just as good.
-  std::vector<std::string> candidates;
-  for (auto& [s, dir] : list_steps((stdfs::path(run_dir) / "checkpoints").string())) candidates.push_back(dir);
-  for (auto& dir : candidates) {
+  for (auto& dir : checkpoint_candidates(run_dir, spec)) {
     try {
       verify_checkpoint(dir);
       return dir;

@@ -45,8 +45,14 @@ std::string commit_checkpoint(const std::string& run_dir, int64_t step, nlohmann
 /// none exists; an explicit path that fails verification throws DataError.
 std::string resolve_checkpoint(const std::string& run_dir, const std::string& spec);
 
-/// Reads and verifies metadata.json and the checksums of every file it lists.
-nlohmann::json verify_checkpoint(const std::string& dir);
+/// Reads and verifies metadata.json and the checksums of every file it lists. With parts > 1 only
+/// the files whose position in metadata.json's "files" is part (mod parts) are hashed, so the
+/// ranks of a run can verify a large checkpoint together, each reading a share of it.
+nlohmann::json verify_checkpoint(const std::string& dir, int part = 0, int parts = 1);
+
+/// The checkpoints `spec` may mean, in the order to try them: for "latest" every step directory,
+/// newest first (no verification); for a path, just that path.
+std::vector<std::string> checkpoint_candidates(const std::string& run_dir, const std::string& spec);
 
 /// xxh64 of a file's bytes as 16 hex digits.
 std::string file_xxh64(const std::string& path);

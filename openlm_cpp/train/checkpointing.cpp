@@ -126,33 +126,30 @@ struct FileJob {
   checkpoint::NamedTensors tensors;
 };
 
-/// Rank 0 picks and verifies the checkpoint (checksums of every file), every rank learns its choice.
-/// `pick` returns "" for "nothing to load".
-std::string agreed_checkpoint(Run& r, const std::function<std::string()>& pick, nlohmann::json& meta) {
-  std::string dir, error;
-  if (r.env.rank == 0) {
+/// The first of `candidates` (as rank 0 lists them) whose checksums verify; the ranks share the
+/// hashing, each reading a share of the files. "" when none does. With `must_verify` (an explicit
+/// path) a failure is an error instead of a reason to try the next one.
+std::string agreed_checkpoint(Run& r, std::vector<std::string> candidates, bool must_verify, nlohmann::json& meta) {
+  if (r.comm) {
+    auto listed = gather_strings(r, nlohmann::json(candidates).dump());
+    candidates = nlohmann::json::parse(listed[0]).get<std::vector<std::string>>();
+  }
+  for (auto& dir : candidates) {
+    std::string error;
     try {
-      dir = pick();
-      if (!dir.empty()) meta = checkpoint::verify_checkpoint(dir);
+      meta = checkpoint::verify_checkpoint(dir, r.env.rank, r.env.world_size);
     } catch (const std::exception& e) {
       error = e.what();
+      if (error.empty()) error = "verification failed";
     }
+    std::string first;
+    for (auto& e : gather_strings(r, error))
+      if (!e.empty() && first.empty()) first = e;
+    if (first.empty()) return dir;
+    if (must_verify) throw DataError(first);
+    if (r.env.rank == 0) log::warn("skipping checkpoint: {}", first);
   }
-  auto all = gather_strings(r, error.empty() ? "ok:" + dir : "error:" + error);
-  const std::string& chosen = all[0];
-  if (chosen.rfind("error:", 0) == 0) {
-    if (r.env.rank == 0) throw DataError(error);
-    throw DataError(chosen.substr(6));
-  }
-  dir = chosen.substr(3);
-  if (r.env.rank != 0 && !dir.empty()) {
-    try {
-      meta = nlohmann::json::parse(openlm::fs::read_file((stdfs::path(dir) / "metadata.json").string()));
-    } catch (const nlohmann::json::exception& e) {
-      throw DataError("checkpoint '" + dir + "': metadata.json: " + e.what());
-    }
-  }
-  return dir;
+  return "";
 }
 
 /// Loads this rank's slices of the weights (and optimizer state) from any saved layout.
@@ -302,7 +299,8 @@ void finish_pending_save(Run& r) {
 void resume_run(Run& r) {
   if (r.cfg.resume.empty()) return;
   nlohmann::json meta;
-  std::string dir = agreed_checkpoint(r, [&] { return checkpoint::resolve_checkpoint(r.cfg.run_dir, r.cfg.resume); }, meta);
+  std::string dir = agreed_checkpoint(r, checkpoint::checkpoint_candidates(r.cfg.run_dir, r.cfg.resume),
+                                      r.cfg.resume != "latest", meta);
   if (dir.empty()) {
     log::info("resume: no checkpoint in {} yet, starting from scratch", r.cfg.run_dir);
     return;
@@ -321,14 +319,12 @@ void resume_run(Run& r) {
 
 void init_full_state(Run& r, const std::string& source) {
   nlohmann::json meta;
-  std::string dir = agreed_checkpoint(r, [&] {
-    if (stdfs::exists(stdfs::path(source) / "metadata.json")) return source;
-    std::string d = checkpoint::resolve_checkpoint(source, "latest");  // a run directory
-    if (d.empty())
-      throw ConfigError(r.cfg.source_file, "init_from", 0,
-                        "'" + source + "' is not a native checkpoint (init_from_mode: full needs one)");
-    return d;
-  }, meta);
+  const bool checkpoint_dir = stdfs::exists(stdfs::path(source) / "metadata.json");
+  std::string dir = agreed_checkpoint(
+      r, checkpoint::checkpoint_candidates(source, checkpoint_dir ? source : "latest"), checkpoint_dir, meta);
+  if (dir.empty())
+    throw ConfigError(r.cfg.source_file, "init_from", 0,
+                      "'" + source + "' holds no complete native checkpoint (init_from_mode: full needs one)");
   load_state(r, dir, meta, /*optimizer=*/true);
   r.start = meta.at("step").get<int64_t>();
   r.tokens_seen = meta.value("tokens_seen", int64_t{0});
