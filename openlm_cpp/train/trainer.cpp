@@ -240,30 +240,50 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
     const double t0 = now_s(), wait0 = r.data->wait_seconds();
     const double lr = lr_at(cfg.schedule, cfg.optim.lr, step, r.total);
     at::Tensor loss_sum, z_sum;  // summed on the device; one host sync per step, not per micro-batch
-    bool exhausted = false;
+    // Read the step's micro-batches first: with instruction data the loss is the mean over the
+    // global batch's target tokens, so each micro-batch is weighted by its share of them (the same
+    // gradient for any world size and micro-batch size).
+    std::vector<std::pair<at::Tensor, at::Tensor>> micro_batches;
     for (int64_t micro = 0; micro < r.accum; ++micro) {
-      if (!r.data->next(batch, mask)) {
-        exhausted = true;
-        break;
-      }
-      if (r.sharded) r.sharded->begin_micro_batch(micro == r.accum - 1);
-      at::Tensor tokens = batch.to(r.device, /*non_blocking=*/true);
-      at::Tensor inputs = tokens.slice(1, 0, -1), targets = tokens.slice(1, 1);
-      if (mask.defined())  // instruction data: only response tokens (and their eos) are targets
-        targets = targets.masked_fill(mask.slice(1, 1).to(r.device, /*non_blocking=*/true).logical_not(), -100);
-      LossParts lp = lm_loss(r.model->forward(inputs), targets, cfg.optim.z_loss);
-      (lp.total / static_cast<double>(r.accum)).backward();
-      loss_sum = loss_sum.defined() ? loss_sum + lp.ce.detach() : lp.ce.detach();
-      z_sum = z_sum.defined() ? z_sum + lp.z.detach() : lp.z.detach();
+      if (!r.data->next(batch, mask)) break;
+      micro_batches.emplace_back(batch.clone(), mask.defined() ? mask.clone() : at::Tensor());
     }
-    if (exhausted) {  // every rank sees the same global order, so all stop together
+    if (static_cast<int64_t>(micro_batches.size()) < r.accum) {  // every rank sees the same global order
       log::info("data exhausted after {} steps (data.on_epoch_end: stop)", step);
       break;
     }
-    double loss = loss_sum.item<double>() / static_cast<double>(r.accum);
+    const bool masked = micro_batches.front().second.defined();
+    std::vector<double> weight(micro_batches.size(), 1.0 / static_cast<double>(r.accum));
+    if (masked) {
+      std::vector<double> count;
+      double local = 0;
+      for (auto& [b, m] : micro_batches) {
+        count.push_back(m.slice(1, 1).sum().item<double>());
+        local += count.back();
+      }
+      const double global = r.comm ? r.comm->all_reduce_scalar(local) : local;
+      // Gradients are averaged over the W ranks: a weight of n_i * W / N gives sum_i n_i * ce_i / N.
+      for (std::size_t i = 0; i < count.size(); ++i) weight[i] = global > 0 ? count[i] * W / global : 0.0;
+    }
+    for (std::size_t micro = 0; micro < micro_batches.size(); ++micro) {
+      auto& [b, m] = micro_batches[micro];
+      if (r.sharded) r.sharded->begin_micro_batch(static_cast<int64_t>(micro) == r.accum - 1);
+      at::Tensor tokens = b.to(r.device, /*non_blocking=*/true);
+      at::Tensor inputs = tokens.slice(1, 0, -1), targets = tokens.slice(1, 1);
+      if (masked)  // instruction data: only response tokens (and their eos) are targets
+        targets = targets.masked_fill(m.slice(1, 1).to(r.device, /*non_blocking=*/true).logical_not(), -100);
+      LossParts lp = lm_loss(r.model->forward(inputs), targets, cfg.optim.z_loss);
+      if (masked) (lp.ce * weight[micro] + lp.z / static_cast<double>(r.accum)).backward();
+      else (lp.total / static_cast<double>(r.accum)).backward();
+      at::Tensor ce = masked ? lp.ce.detach() * (weight[micro] / W) : lp.ce.detach();
+      loss_sum = loss_sum.defined() ? loss_sum + ce : ce;
+      z_sum = z_sum.defined() ? z_sum + lp.z.detach() : lp.z.detach();
+    }
+    double loss = loss_sum.item<double>() / (masked ? 1.0 : static_cast<double>(r.accum));
     double zl = z_sum.item<double>() / static_cast<double>(r.accum);
     if (r.comm) {
-      loss = r.comm->all_reduce_scalar(loss) / W;  // mean over all ranks' tokens (equal micro-batches)
+      // Mean over all ranks' tokens: equal micro-batches, or token-weighted shares that sum to 1.
+      loss = r.comm->all_reduce_scalar(loss) / (masked ? 1.0 : W);
       zl = r.comm->all_reduce_scalar(zl) / W;
     }
     if (!std::isfinite(loss))

@@ -47,14 +47,6 @@ int train(const std::string& run, int world, const std::string& extra) {
   return std::system(cmd.c_str());
 }
 
-std::vector<nlohmann::json> metrics(const std::string& run) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(run + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
 
 std::string log_of(const std::string& run) {
   std::ifstream in(run + ".log");
@@ -71,7 +63,7 @@ const std::string& reference() {
 }
 
 void expect_matches_reference(const std::string& run) {
-  auto ref = metrics(reference()), got = metrics(run);
+  auto ref = read_metrics(reference()), got = read_metrics(run);
   ASSERT_EQ(got.size(), ref.size()) << log_of(run);
   for (std::size_t i = 0; i < ref.size(); ++i)
     EXPECT_NEAR(got[i]["loss"].get<double>(), ref[i]["loss"].get<double>(), 1e-5 * ref[i]["loss"].get<double>())
@@ -118,8 +110,8 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(Fsdp, FullShardStateIsAQuarterAtWorldFour) {
   std::string run = temp_dir("fsdp_mem") + "/run";
   ASSERT_EQ(train(run, 4, "--set parallel.strategy=full_shard --max-steps 2 --set schedule.warmup=1"), 0) << log_of(run);
-  double single = metrics(reference()).front()["state_bytes_per_rank"].get<double>();
-  double sharded = metrics(run).front()["state_bytes_per_rank"].get<double>();
+  double single = read_metrics(reference()).front()["state_bytes_per_rank"].get<double>();
+  double sharded = read_metrics(run).front()["state_bytes_per_rank"].get<double>();
   EXPECT_LE(sharded, 0.3 * single) << sharded << " vs " << single;
 }
 
@@ -161,7 +153,7 @@ TEST_P(ResumeStrategies, ResumedEqualsUninterrupted) {
   EXPECT_EQ(meta["world_size"], c.world);
 
   ASSERT_EQ(train(part, c.world, base + " --set resume=latest"), 0) << log_of(part);
-  auto mw = metrics(whole), mp = metrics(part);
+  auto mw = read_metrics(whole), mp = read_metrics(part);
   ASSERT_EQ(mp.size(), mw.size());
   for (std::size_t i = 0; i < mw.size(); ++i) {
     EXPECT_EQ(mp[i]["step"], mw[i]["step"]);
@@ -204,14 +196,14 @@ TEST(Fsdp, PreemptionSignalCheckpointsAndResumes) {
     execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
-  for (int i = 0; i < 600 && metrics(run).size() < 3; ++i) usleep(100 * 1000);
-  ASSERT_GE(metrics(run).size(), 3u) << log_of(run);
+  for (int i = 0; i < 600 && read_metrics(run).size() < 3; ++i) usleep(100 * 1000);
+  ASSERT_GE(read_metrics(run).size(), 3u) << log_of(run);
   kill(pid, SIGUSR1);
   int status = 0;
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status)) << log_of(run);
   EXPECT_EQ(WEXITSTATUS(status), 0) << log_of(run);
-  const auto done = metrics(run).size();
+  const auto done = read_metrics(run).size();
   ASSERT_LT(done, 5000u);
   std::ifstream latest(run + "/checkpoints/latest");
   std::string name;
@@ -224,7 +216,7 @@ TEST(Fsdp, PreemptionSignalCheckpointsAndResumes) {
                               std::to_string(target)),
             0)
       << log_of(run);
-  auto m = metrics(run);
+  auto m = read_metrics(run);
   ASSERT_EQ(m.size(), static_cast<std::size_t>(target));
   for (std::size_t i = 0; i < m.size(); ++i) EXPECT_EQ(m[i]["step"], static_cast<int64_t>(i) + 1);
 }

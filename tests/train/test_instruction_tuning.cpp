@@ -75,14 +75,6 @@ TrainConfig sft_recipe(const std::string& run_dir, int64_t steps, const std::str
   return load_train_recipe(p);
 }
 
-std::vector<nlohmann::json> read_metrics(const std::string& run) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(run + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
 
 TrainOptions quiet(int64_t stop_at = 0) {
   TrainOptions o;
@@ -147,12 +139,15 @@ TEST(InstructionTuning, FirstStepLossIsTheMaskedCrossEntropy) {
   const double reported = m[0]["loss"].get<double>();
 
   Transformer model(cfg.model, cfg.seed);  // the trainer's initial weights (same config and seed)
-  double masked = 0, unmasked = 0;
+  double masked = 0, unmasked = 0, targets = 0;  // token-weighted over the global batch
   auto mb = first_micro_batches(cfg);
   for (auto& [t, mask] : mb) {
-    masked += cross_entropy(model, t, mask, true) / static_cast<double>(mb.size());
+    const double n = mask.slice(1, 1).sum().item<double>();
+    masked += cross_entropy(model, t, mask, true) * n;
+    targets += n;
     unmasked += cross_entropy(model, t, mask, false) / static_cast<double>(mb.size());
   }
+  masked /= targets;
   EXPECT_NEAR(reported, masked, 1e-4);
   // The check can tell the two apart: counting prompt and padding targets gives another value.
   EXPECT_GT(std::fabs(unmasked - masked), 1e-3) << "masked " << masked << " unmasked " << unmasked;
@@ -230,4 +225,34 @@ TEST(InstructionTuning, RecipeRules) {
   expect_error("{}", tok, "data.manifests");  // neither: still an error
   // Instructions alone (no manifests) are accepted.
   EXPECT_NO_THROW(sft_recipe(temp_dir("sft_ok"), 4));
+}
+
+TEST(InstructionTuning, LossIsTokenWeightedSoTheSplitDoesNotMatter) {
+  // Responses of 1..12 words: micro-batches hold different numbers of target tokens. The step's
+  // loss (and gradient) is the mean over the global batch's target tokens, so accumulating 1, 2 or
+  // 8 micro-batches gives the same run up to rounding. A mean of per-micro-batch means would not.
+  std::string jsonl = assets().dir + "/sft_var.jsonl";
+  {
+    std::mt19937 rng(11);
+    std::ofstream out(jsonl);
+    for (int i = 0; i < 24; ++i)
+      out << nlohmann::json{{"instruction", words(rng, 3)}, {"output", words(rng, 1 + static_cast<int>(rng() % 12))}}.dump()
+          << "\n";
+  }
+  std::vector<std::vector<nlohmann::json>> runs;
+  for (int64_t micro : {8, 4, 1}) {
+    std::string run = temp_dir("sft_split_" + std::to_string(micro));
+    auto cfg = sft_recipe(run, 6);
+    cfg.data.instructions = jsonl;
+    cfg.batch.micro_batch_size = micro;
+    run_training(cfg, quiet());
+    runs.push_back(read_metrics(run));
+  }
+  for (std::size_t k = 1; k < runs.size(); ++k) {
+    ASSERT_EQ(runs[k].size(), runs[0].size());
+    for (std::size_t i = 0; i < runs[0].size(); ++i) {
+      const double a = runs[0][i]["loss"].get<double>(), b = runs[k][i]["loss"].get<double>();
+      EXPECT_NEAR(a, b, 1e-5 * a) << "run " << k << " step " << i + 1;
+    }
+  }
 }

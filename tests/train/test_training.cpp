@@ -20,14 +20,6 @@ using namespace openlm;
 using namespace openlm::testing;
 
 namespace {
-std::vector<nlohmann::json> read_metrics(const std::string& run) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(run + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
 const std::string& manifest() {
   static std::string m = write_counting_shards(temp_dir("data"), 400, 16, 64, 3);
   return m;

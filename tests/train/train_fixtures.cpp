@@ -65,4 +65,13 @@ TrainConfig tiny_recipe(const std::string& manifest, const std::string& run_dir,
   return load_train_recipe(p);
 }
 
+std::vector<nlohmann::json> read_metrics(const std::string& run_dir) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
 }  // namespace openlm::testing

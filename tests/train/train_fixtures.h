@@ -1,6 +1,9 @@
 #pragma once
 // Shared fixtures: a tiny recipe and synthetic native shards with a learnable pattern.
+#include <nlohmann/json.hpp>
+
 #include <string>
+#include <vector>
 
 #include "openlm_cpp/core/config.h"
 
@@ -15,5 +18,8 @@ std::string temp_dir(const std::string& name);
 
 /// A tiny train recipe on the given manifest (model d=32, 2 layers, seq 16, vocab 64).
 TrainConfig tiny_recipe(const std::string& manifest, const std::string& run_dir, int64_t steps);
+
+/// The lines of <run_dir>/metrics.jsonl, parsed.
+std::vector<nlohmann::json> read_metrics(const std::string& run_dir);
 
 }  // namespace openlm::testing
