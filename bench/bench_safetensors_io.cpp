@@ -160,14 +160,14 @@ int main(int argc, char** argv) {
         ck::write_checkpoint_file(run_dir, r + 1, "model-shard00000-of-00001.safetensors", ck::slice_tensors(weights));
     meta["files"]["optim-shard00000-of-00001.safetensors"] =
         ck::write_checkpoint_file(run_dir, r + 1, "optim-shard00000-of-00001.safetensors", ck::slice_tensors(moments));
-    std::string dir = ck::commit_checkpoint(run_dir, r + 1, meta, 1, 0);
+    std::string ckpt = ck::commit_checkpoint(run_dir, r + 1, meta, 1, 0);
     best_ck_save = std::min(best_ck_save, now() - t0);
     for (const char* f : {"/model-shard00000-of-00001.safetensors", "/optim-shard00000-of-00001.safetensors"})
-      drop_cache(dir + f);
+      drop_cache(ckpt + f);
     t0 = now();
-    auto m = ck::verify_checkpoint(dir);  // checksums: one read of every file
+    auto m = ck::verify_checkpoint(ckpt);  // checksums: one read of every file
     for (const char* kind : {"model", "optim"}) {
-      auto back = ck::StateReader(dir, m, kind).all();
+      auto back = ck::StateReader(ckpt, m, kind).all();
     }
     best_ck_load = std::min(best_ck_load, now() - t0);
   }
