@@ -39,18 +39,8 @@ class ShardedBatchSource final : public BatchSource {
   using BatchSource::next;  // next(tokens, loss_mask): the interface's default (no mask)
   explicit ShardedBatchSource(const LoaderOptions& o) : opt_(o) {
     const auto& c = o.cfg;
+    check_batch_layout(o);
     auto bad = [](const std::string& key, const std::string& what) { return ConfigError("", key, 0, what); };
-    if (o.seq_len <= 0) throw bad("model.seq_len", "seq_len must be positive");
-    if (o.world_size <= 0 || o.rank < 0 || o.rank >= o.world_size)
-      throw bad("parallel", "rank " + std::to_string(o.rank) + " outside world size " + std::to_string(o.world_size));
-    if (o.global_batch_size <= 0 || o.micro_batch_size <= 0)
-      throw bad("batch", "global_batch_size and micro_batch_size must be positive");
-    if (o.global_batch_size % (o.micro_batch_size * o.world_size) != 0)
-      throw bad("batch.global_batch_size",
-                "global_batch_size " + std::to_string(o.global_batch_size) + " is not a multiple of micro_batch_size " +
-                    std::to_string(o.micro_batch_size) + " x world_size " + std::to_string(o.world_size));
-    if (c.on_epoch_end != "next_epoch" && c.on_epoch_end != "stop")
-      throw bad("data.on_epoch_end", "must be next_epoch or stop, got '" + c.on_epoch_end + "'");
     if (c.num_workers < 0 || c.num_workers > 256) throw bad("data.num_workers", "must be in [0, 256]");
     if (c.prefetch < 1) throw bad("data.prefetch", "must be at least 1");
     DatasetOptions d;
@@ -342,6 +332,21 @@ class ShardedBatchSource final : public BatchSource {
 };
 
 }  // namespace
+
+void check_batch_layout(const LoaderOptions& o) {
+  auto bad = [](const std::string& key, const std::string& what) { return ConfigError("", key, 0, what); };
+  if (o.seq_len <= 0) throw bad("model.seq_len", "seq_len must be positive");
+  if (o.world_size <= 0 || o.rank < 0 || o.rank >= o.world_size)
+    throw bad("parallel", "rank " + std::to_string(o.rank) + " outside world size " + std::to_string(o.world_size));
+  if (o.global_batch_size <= 0 || o.micro_batch_size <= 0)
+    throw bad("batch", "global_batch_size and micro_batch_size must be positive");
+  if (o.global_batch_size % (o.micro_batch_size * o.world_size) != 0)
+    throw bad("batch.global_batch_size",
+              "global_batch_size " + std::to_string(o.global_batch_size) + " is not a multiple of micro_batch_size " +
+                  std::to_string(o.micro_batch_size) + " x world_size " + std::to_string(o.world_size));
+  if (o.cfg.on_epoch_end != "next_epoch" && o.cfg.on_epoch_end != "stop")
+    throw bad("data.on_epoch_end", "must be next_epoch or stop, got '" + o.cfg.on_epoch_end + "'");
+}
 
 std::unique_ptr<BatchSource> make_batch_source(const LoaderOptions& opt) {
   return std::make_unique<ShardedBatchSource>(opt);

@@ -50,6 +50,11 @@ class BatchSource {
   virtual nlohmann::json stats() const = 0;
 };
 
+/// Checks what every BatchSource needs of the options (positive seq_len and batch sizes, rank in
+/// the world, global batch divisible by micro batch x world, on_epoch_end); throws ConfigError
+/// naming the key.
+void check_batch_layout(const LoaderOptions& opt);
+
 /// Opens every manifest (OpenLM tar shards or native shards, detected per manifest), validates, and
 /// returns the loader. Throws ConfigError/DataError naming the manifest/shard on bad input.
 /// cfg.num_workers background threads decode ahead (0 = decode inside next()); at most cfg.prefetch

@@ -38,18 +38,8 @@ class InstructionSource final : public BatchSource {
  public:
   InstructionSource(const LoaderOptions& o, const TextEncoder& encode, int32_t eos) : opt_(o) {
     const auto& c = o.cfg;
+    check_batch_layout(o);
     auto bad = [](const std::string& key, const std::string& what) { return ConfigError("", key, 0, what); };
-    if (o.seq_len <= 0) throw bad("model.seq_len", "seq_len must be positive");
-    if (o.world_size <= 0 || o.rank < 0 || o.rank >= o.world_size)
-      throw bad("parallel", "rank " + std::to_string(o.rank) + " outside world size " + std::to_string(o.world_size));
-    if (o.global_batch_size <= 0 || o.micro_batch_size <= 0)
-      throw bad("batch", "global_batch_size and micro_batch_size must be positive");
-    if (o.global_batch_size % (o.micro_batch_size * o.world_size) != 0)
-      throw bad("batch.global_batch_size",
-                "global_batch_size " + std::to_string(o.global_batch_size) + " is not a multiple of micro_batch_size " +
-                    std::to_string(o.micro_batch_size) + " x world_size " + std::to_string(o.world_size));
-    if (c.on_epoch_end != "next_epoch" && c.on_epoch_end != "stop")
-      throw bad("data.on_epoch_end", "must be next_epoch or stop, got '" + c.on_epoch_end + "'");
     if (c.instructions.empty()) throw bad("data.instructions", "no instruction file given");
     if (c.prompt_field.empty() || c.response_field.empty())
       throw bad("data.prompt_field", "the prompt and response field names must not be empty");
