@@ -1,0 +1,114 @@
+// Validation of parsed recipes: every range and consistency rule, each failure naming the file,
+// the dotted key and its line (through Origin). Parsing and dumping live in recipe.cpp.
+#include <string>
+
+#include "openlm_cpp/core/recipe.h"
+#include "openlm_cpp/core/recipe_detail.h"
+
+namespace openlm::detail {
+namespace {
+
+void one_of(const Origin& o, const std::string& key, const std::string& v,
+            std::initializer_list<const char*> allowed) {
+  std::string list;
+  for (auto* a : allowed) {
+    if (v == a) return;
+    list += (list.empty() ? "" : " | ") + std::string(a);
+  }
+  o.fail(key, "invalid value '" + v + "' (expected " + list + ")");
+}
+
+}  // namespace
+
+void validate_model_fields(const ModelConfig& m, const Origin& o, const std::string& p) {
+  auto positive = [&](const char* k, int64_t v) {
+    if (v <= 0) o.fail(p + k, v == 0 ? "missing required key (must be > 0)" : "must be > 0");
+  };
+  positive("dim", m.dim);
+  positive("n_layers", m.n_layers);
+  positive("n_heads", m.n_heads);
+  positive("seq_len", m.seq_len);
+  positive("vocab_size", m.vocab_size);
+  if (m.n_heads > m.dim) o.fail(p + "n_heads", "n_heads exceeds dim: head_dim = dim // n_heads would be 0");
+  if (m.n_kv_heads < 0) o.fail(p + "n_kv_heads", "must be >= 0 (0 means n_heads)");
+  if (m.n_kv_heads > 0 && m.n_heads % m.n_kv_heads != 0)
+    o.fail(p + "n_kv_heads", "n_kv_heads must divide n_heads (" + std::to_string(m.n_heads) + ")");
+  one_of(o, p + "norm_type", m.norm_type,
+         {"default_layer_norm", "lp_layer_norm", "gain_only_lp_layer_norm", "gain_only_layer_norm",
+          "no_wb_layer_norm", "rms_norm"});
+  one_of(o, p + "positional_embedding_type", m.positional_embedding_type,
+         {"rotary", "llama_rotary", "head_rotary", "none"});
+  one_of(o, p + "ffn_type", m.ffn_type, {"swiglu", "swiglu_torch", "gelu"});
+  if (m.positional_embedding_type != "none" && m.head_dim() % 2 != 0)
+    o.fail(p + "positional_embedding_type", "rotary embeddings need an even head_dim (got " +
+                                                std::to_string(m.head_dim()) + ")");
+  if (!(m.norm_eps > 0)) o.fail(p + "norm_eps", "must be > 0");
+  if (!(m.rope_theta > 0)) o.fail(p + "rope_theta", "must be > 0");
+  if (m.ffn_hidden < 0) o.fail(p + "ffn_hidden", "must be >= 0 (0 = OpenLM's rule)");
+}
+
+void validate_train_fields(const TrainConfig& c, const Origin& o) {
+  validate_model_fields(c.model, o, "model.");
+  one_of(o, "precision", c.precision, {"fp32", "amp_bfloat16", "amp_bf16", "pure_bf16"});
+  one_of(o, "schedule.lr_scheduler", c.schedule.lr_scheduler, {"cosine", "const", "wsd"});
+  one_of(o, "parallel.strategy", c.parallel.strategy,
+         {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard"});
+  one_of(o, "parallel.reduce_dtype", c.parallel.reduce_dtype, {"fp32", "bf16"});
+  one_of(o, "init_from_mode", c.init_from_mode, {"weights", "full"});
+  one_of(o, "data.on_epoch_end", c.data.on_epoch_end, {"next_epoch", "stop"});
+  one_of(o, "tokenizer.type", c.tokenizer.type, {"sentencepiece"});
+  if (c.batch.global_batch_size <= 0) o.fail("batch.global_batch_size", "missing required key (must be > 0)");
+  if (c.batch.micro_batch_size <= 0) o.fail("batch.micro_batch_size", "missing required key (must be > 0)");
+  accumulation_steps(c, 1);
+  if (c.max_steps < 0) o.fail("max_steps", "must be >= 0");
+  if (c.train_num_tokens < 0) o.fail("train_num_tokens", "must be >= 0");
+  if (c.max_steps == 0 && c.train_num_tokens == 0)
+    o.fail("max_steps", "missing: set max_steps or train_num_tokens");
+  int64_t steps = total_steps(c);
+  if (steps <= 0) o.fail("train_num_tokens", "gives zero optimizer steps for this batch and seq_len");
+  if (c.schedule.warmup < 0) o.fail("schedule.warmup", "must be >= 0");
+  if (c.schedule.warmup > steps)
+    o.fail("schedule.warmup", "warmup (" + std::to_string(c.schedule.warmup) +
+                                  ") exceeds the total number of steps (" + std::to_string(steps) + ")");
+  if (!(c.optim.lr > 0)) o.fail("optim.lr", "must be > 0");
+  if (c.optim.wd < 0) o.fail("optim.wd", "must be >= 0");
+  if (!(c.optim.beta1 >= 0 && c.optim.beta1 < 1)) o.fail("optim.beta1", "must be in [0, 1)");
+  if (!(c.optim.beta2 >= 0 && c.optim.beta2 < 1)) o.fail("optim.beta2", "must be in [0, 1)");
+  if (!(c.optim.eps > 0)) o.fail("optim.eps", "must be > 0");
+  if (c.optim.z_loss < 0) o.fail("optim.z_loss", "must be >= 0");
+  if (c.schedule.lr_cooldown_end < 0) o.fail("schedule.lr_cooldown_end", "must be >= 0");
+  if (c.schedule.force_min_lr < 0) o.fail("schedule.force_min_lr", "must be >= 0");
+  if (!(c.schedule.cooldown_fraction >= 0 && c.schedule.cooldown_fraction <= 1))
+    o.fail("schedule.cooldown_fraction", "must be in [0, 1]");
+  if (c.logging.every_steps <= 0) o.fail("logging.every_steps", "must be > 0");
+  if (c.checkpoint.every_steps < 0) o.fail("checkpoint.every_steps", "must be >= 0");
+  if (c.checkpoint.keep_last < 1) o.fail("checkpoint.keep_last", "must be >= 1");
+  if (c.data.num_workers < 1) o.fail("data.num_workers", "must be >= 1");
+  if (c.data.prefetch < 1) o.fail("data.prefetch", "must be >= 1");
+  if (!c.data.instructions.empty()) {
+    if (!c.data.manifests.empty())
+      o.fail("data.instructions", "cannot be combined with data.manifests (fine-tuning reads only the instruction data)");
+    if (c.data.default_corpus)
+      o.fail("data.instructions", "cannot be combined with data.default_corpus: true");
+    if (c.tokenizer.path.empty())
+      o.fail("tokenizer.path", "missing: data.instructions needs a tokenizer to tokenise the records");
+    if (c.data.prompt_field.empty()) o.fail("data.prompt_field", "must not be empty");
+    if (c.data.response_field.empty()) o.fail("data.response_field", "must not be empty");
+    if (c.data.prompt_field == c.data.response_field)
+      o.fail("data.response_field", "must differ from data.prompt_field ('" + c.data.prompt_field + "')");
+  } else if (c.data.manifests.empty() && !c.data.default_corpus) {
+    o.fail("data.manifests", "missing: list at least one manifest.jsonl (or set data.default_corpus: true, "
+                             "or data.instructions for fine-tuning)");
+  }
+  for (std::size_t i = 0; i < c.data.manifests.size(); ++i)
+    if (!(c.data.manifests[i].weight > 0))
+      o.fail("data.manifests[" + std::to_string(i) + "].weight", "must be > 0");
+  if (c.parallel.shard_group_size < 0) o.fail("parallel.shard_group_size", "must be >= 0");
+  if (!(c.parallel.timeout_s > 0)) o.fail("parallel.timeout_s", "must be > 0");
+  if (c.generate.max_new_tokens < 0) o.fail("generate.max_new_tokens", "must be >= 0");
+  if (c.generate.temperature < 0) o.fail("generate.temperature", "must be >= 0");
+  if (!(c.generate.top_p > 0 && c.generate.top_p <= 1)) o.fail("generate.top_p", "must be in (0, 1]");
+  if (c.run_dir.empty()) o.fail("run_dir", "must not be empty");
+}
+
+}  // namespace openlm::detail
