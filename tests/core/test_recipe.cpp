@@ -7,15 +7,16 @@
 
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/core/recipe.h"
+#include "../common/test_util.h"
 
 namespace fs = std::filesystem;
 using namespace openlm;
 
 namespace {
 std::string write_tmp(const std::string& name, const std::string& text) {
-  fs::path d = fs::temp_directory_path() / "openlm_recipe_test";
-  fs::create_directories(d);
-  fs::path p = d / name;
+  // One directory per test process: ctest runs the tests of this file in parallel processes.
+  static const std::string dir = openlm::test_util::fresh_dir("recipe", "test");
+  fs::path p = fs::path(dir) / name;
   std::ofstream(p) << text;
   return p.string();
 }
