@@ -214,13 +214,14 @@ void split_into(const at::Tensor& flat, const NamedTensors& params, const std::v
 }
 }  // namespace
 
-NamedTensors ShardedModel::full_from_shards(const std::vector<at::Tensor>& shards, const std::string& suffix) {
+NamedTensors ShardedModel::full_from_shards(const std::vector<at::Tensor>& shards, const std::string& suffix,
+                                            bool keep) {
   NamedTensors out;
   for (std::size_t i = 0; i < units_.size(); ++i) {
     Unit& u = *units_[i];
     at::Tensor full = at::empty({u.padded}, u.master.options());
     shard_->all_gather_into(full, shards[i].to(at::kFloat).contiguous());
-    split_into(full, u.params, u.offsets, suffix, out);
+    if (keep) split_into(full, u.params, u.offsets, suffix, out);
   }
   return out;
 }

@@ -71,8 +71,9 @@ class ShardedModel : public UnitHooks {
   void after_optimizer_step();
 
   /// Collective: per-unit shards (masters, or any same-shaped state such as AdamW moments) to
-  /// full per-parameter CPU tensors named `<param><suffix>`.
-  NamedTensors full_from_shards(const std::vector<at::Tensor>& shards, const std::string& suffix);
+  /// full per-parameter CPU tensors named `<param><suffix>`. With keep = false this rank takes
+  /// part in the gathers but keeps nothing (only one unit's flat buffer at a time) and gets {}.
+  NamedTensors full_from_shards(const std::vector<at::Tensor>& shards, const std::string& suffix, bool keep = true);
   /// This rank's per-unit shards of full per-parameter tensors `<param><suffix>` saved with any
   /// world size or strategy (resharding). Throws DataError naming a missing or mis-sized tensor.
   std::vector<at::Tensor> shards_from_full(const NamedTensors& full, const std::string& suffix) const;

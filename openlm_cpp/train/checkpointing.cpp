@@ -208,7 +208,8 @@ NamedTensors full_weights(Run& r) {
     for (auto& [n, t] : r.model->named_parameters()) out.emplace_back(n, t.detach());
     return out;
   }
-  return r.sharded->full_from_shards(r.sharded->masters(), "");
+  // Only rank 0 writes model.safetensors and samples text: the others only take part in the gathers.
+  return r.sharded->full_from_shards(r.sharded->masters(), "", /*keep=*/r.env.rank == 0);
 }
 
 void save_run_checkpoint(Run& r, int64_t step) {

@@ -62,7 +62,7 @@ void resume_run(Run& r);
 /// native checkpoint (not the data position: fine-tuning reads new data).
 void init_full_state(Run& r, const std::string& checkpoint_dir);
 
-/// Full fp32 weights by OpenLM name (collective in multi-rank runs).
+/// Full fp32 weights by OpenLM name (collective in multi-rank runs; only rank 0 gets them).
 NamedTensors full_weights(Run& r);
 
 }  // namespace openlm
