@@ -29,7 +29,7 @@ class BatchSource {
  public:
   virtual ~BatchSource() = default;
   /// Fills `tokens` with the next micro-batch of this rank: int64 [micro_batch, seq_len+1]
-  /// (CPU; pinned when CUDA is available). Returns false when data ran out (on_epoch_end: stop).
+  /// (CPU; pinned when CUDA is available), a new tensor each call, so callers may keep several. Returns false when data ran out (on_epoch_end: stop).
   /// Micro-batches come in order: the accum = global/(micro*world) micro-batches of global batch g
   /// for this rank, then those of batch g+1. The SET of sequences in global batch g must not depend on
   /// world_size or micro_batch_size (so W=1 and W=2 runs train on identical global batches).

@@ -5,6 +5,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 
 #include "openlm_cpp/checkpoint/atomic_file.h"
@@ -39,6 +40,12 @@ std::vector<std::pair<int64_t, std::string>> list_steps(const std::string& ckpt_
   return out;
 }
 
+std::string hex64(uint64_t h) {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
 }  // namespace
 
 std::string file_xxh64(const std::string& path) {
@@ -58,10 +65,9 @@ std::string file_xxh64(const std::string& path) {
     XXH64_update(st, buf.data(), static_cast<size_t>(n));
   }
   ::close(fd);
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(XXH64_digest(st)));
+  const uint64_t digest = XXH64_digest(st);
   XXH64_freeState(st);
-  return hex;
+  return hex64(digest);
 }
 
 std::string partial_checkpoint_dir(const std::string& run_dir, int64_t step) {
@@ -85,7 +91,7 @@ void begin_checkpoint(const std::string& run_dir, int64_t step) {
 std::string write_checkpoint_file(const std::string& run_dir, int64_t step, const std::string& file,
                                   const NamedTensors& tensors, const Metadata& extra) {
   std::string p = (stdfs::path(partial_checkpoint_dir(run_dir, step)) / file).string();
-  return save_safetensors_hashed(p, tensors, extra);  // atomic + fsync'd
+  return hex64(save_safetensors_hashed(p, tensors, extra));  // atomic + fsync'd
 }
 
 std::string commit_checkpoint(const std::string& run_dir, int64_t step, nlohmann::json meta,

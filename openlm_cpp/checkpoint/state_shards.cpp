@@ -124,7 +124,8 @@ void StateReader::read(const std::string& name, int64_t begin, int64_t end, cons
 at::Tensor StateReader::full(const std::string& name) const {
   const auto& shape = this->shape(name);
   const Entry& e = index_.at(name);
-  auto dtype = files_[e.pieces.front().file]->get(e.pieces.front().key, true).scalar_type();
+  const SafetensorsFile& f = *files_[e.pieces.front().file];
+  auto dtype = to_scalar_type(f.info(e.pieces.front().key).dtype, f.path(), e.pieces.front().key);
   at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype));
   read(name, 0, t.numel(), t.view({-1}));
   return t;

@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -141,10 +140,8 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
   write_one(path, tensors, extra);
 }
 
-std::string save_safetensors_hashed(const std::string& path, const NamedTensors& tensors, const Metadata& extra) {
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(write_one(path, tensors, extra)));
-  return hex;
+uint64_t save_safetensors_hashed(const std::string& path, const NamedTensors& tensors, const Metadata& extra) {
+  return write_one(path, tensors, extra);
 }
 
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& extra) {

@@ -36,9 +36,9 @@ c10::ScalarType to_scalar_type(safetensors::DType d, const std::string& file, co
 /// Writes `tensors` to `path` atomically. Duplicate names, sparse or quantized tensors are errors.
 void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& extra = {});
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& extra = {});
-/// save_safetensors that also returns the xxh64 of the file's bytes (16 hex digits), hashed while
+/// save_safetensors that also returns the xxh64 (seed 0) of the file's bytes, hashed while
 /// writing, so checkpoints get their checksums without reading the file back from disk.
-std::string save_safetensors_hashed(const std::string& path, const NamedTensors& tensors, const Metadata& extra = {});
+uint64_t save_safetensors_hashed(const std::string& path, const NamedTensors& tensors, const Metadata& extra = {});
 
 /// An open, memory-mapped, validated safetensors file. Cheap to query; tensors are materialized on
 /// request. The mapping lives as long as this object or any zero-copy tensor taken from it.

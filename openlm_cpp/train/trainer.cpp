@@ -246,7 +246,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
     std::vector<std::pair<at::Tensor, at::Tensor>> micro_batches;
     for (int64_t micro = 0; micro < r.accum; ++micro) {
       if (!r.data->next(batch, mask)) break;
-      micro_batches.emplace_back(batch.clone(), mask.defined() ? mask.clone() : at::Tensor());
+      micro_batches.emplace_back(batch, mask);  // fresh tensors each call (batch_source.h)
     }
     if (static_cast<int64_t>(micro_batches.size()) < r.accum) {  // every rank sees the same global order
       log::info("data exhausted after {} steps (data.on_epoch_end: stop)", step);
@@ -275,15 +275,15 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
       LossParts lp = lm_loss(r.model->forward(inputs), targets, cfg.optim.z_loss);
       if (masked) (lp.ce * weight[micro] + lp.z / static_cast<double>(r.accum)).backward();
       else (lp.total / static_cast<double>(r.accum)).backward();
-      at::Tensor ce = masked ? lp.ce.detach() * (weight[micro] / W) : lp.ce.detach();
+      // This micro-batch's share of the global batch's targets: weight / W (1 / (accum * W) unmasked).
+      at::Tensor ce = lp.ce.detach() * (weight[micro] / W);
       loss_sum = loss_sum.defined() ? loss_sum + ce : ce;
       z_sum = z_sum.defined() ? z_sum + lp.z.detach() : lp.z.detach();
     }
-    double loss = loss_sum.item<double>() / (masked ? 1.0 : static_cast<double>(r.accum));
+    double loss = loss_sum.item<double>();
     double zl = z_sum.item<double>() / static_cast<double>(r.accum);
     if (r.comm) {
-      // Mean over all ranks' tokens: equal micro-batches, or token-weighted shares that sum to 1.
-      loss = r.comm->all_reduce_scalar(loss) / (masked ? 1.0 : W);
+      loss = r.comm->all_reduce_scalar(loss);  // the shares of all ranks sum to 1
       zl = r.comm->all_reduce_scalar(zl) / W;
     }
     if (!std::isfinite(loss))
