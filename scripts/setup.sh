@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages in scripts/apt-packages.txt that are missing (apt, via sudo when not
-# root), then configures and builds openlm-cpp into build/. Safe to rerun: nothing is reinstalled
-# and the build is incremental.
+# root), then configures and builds openlm-cpp into build/ against Debian's LibTorch 1.13 (with
+# OPENLM_SETUP_NO_BUILD=1: packages only). Safe to rerun: nothing is reinstalled and the build is
+# incremental.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mapfile -t pkgs < <(grep -v '^\s*#' scripts/apt-packages.txt | sed '/^\s*$/d')
@@ -16,6 +17,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+[ -z "${OPENLM_SETUP_NO_BUILD:-}" ] || exit 0  # packages only (scripts/setup-torch2.sh)
 jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release ${OPENLM_CMAKE_ARGS:-} >/dev/null
 cmake --build build -j"$jobs"

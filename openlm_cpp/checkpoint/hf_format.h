@@ -1,5 +1,5 @@
 #pragma once
-/// Hugging Face config.json <-> ModelConfig for the two export formats (REFERENCE.md section 4).
+/// Hugging Face config.json <-> ModelConfig for the two export formats (docs/HF_FORMAT.md).
 ///
 ///  - "openlm": the apple/DCLM-7B layout read by OpenLM's own HF classes (model_type "openlm",
 ///    flat Params fields dim, n_layers, ...; tensors "model." + OpenLM names). Also read: the older

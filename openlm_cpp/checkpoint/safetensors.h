@@ -1,7 +1,7 @@
 #pragma once
 /// The safetensors container, torch-free: header parsing/validation and writing over raw bytes.
 ///
-/// File layout (REFERENCE.md section 4, docs/CHECKPOINT_FORMAT.md):
+/// File layout (docs/HF_FORMAT.md, docs/CHECKPOINT_FORMAT.md):
 ///   [u64 LE N][N bytes UTF-8 JSON header, space-padded][data buffer]
 /// The header maps tensor names to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative
 /// to the data buffer) plus an optional "__metadata__" {string: string}. Tensor data is little-endian,

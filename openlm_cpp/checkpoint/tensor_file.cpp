@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <torch/version.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -19,18 +18,13 @@
 
 #include "openlm_cpp/checkpoint/atomic_file.h"
 #include "openlm_cpp/core/error.h"
+#include "openlm_cpp/core/torch_compat.h"
 
 namespace openlm::checkpoint {
 
 using safetensors::DType;
 
-// The only LibTorch-version-dependent code here: dtypes newer LibTorch releases added.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
-#define OPENLM_HAS_FLOAT8 1
-#endif
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
-#define OPENLM_HAS_UINT_WIDE 1
-#endif
+// Dtypes newer LibTorch releases added are guarded by core/torch_compat.h's OPENLM_HAS_* macros.
 
 DType to_safetensors_dtype(c10::ScalarType t, const std::string& tensor) {
   switch (t) {
@@ -44,11 +38,11 @@ DType to_safetensors_dtype(c10::ScalarType t, const std::string& tensor) {
     case c10::ScalarType::BFloat16: return DType::BF16;
     case c10::ScalarType::Float: return DType::F32;
     case c10::ScalarType::Double: return DType::F64;
-#ifdef OPENLM_HAS_FLOAT8
+#if OPENLM_HAS_FLOAT8
     case c10::ScalarType::Float8_e5m2: return DType::F8_E5M2;
     case c10::ScalarType::Float8_e4m3fn: return DType::F8_E4M3;
 #endif
-#ifdef OPENLM_HAS_UINT_WIDE
+#if OPENLM_HAS_UINT_WIDE
     case c10::ScalarType::UInt16: return DType::U16;
     case c10::ScalarType::UInt32: return DType::U32;
     case c10::ScalarType::UInt64: return DType::U64;
@@ -71,11 +65,11 @@ c10::ScalarType to_scalar_type(DType d, const std::string& file, const std::stri
     case DType::BF16: return c10::ScalarType::BFloat16;
     case DType::F32: return c10::ScalarType::Float;
     case DType::F64: return c10::ScalarType::Double;
-#ifdef OPENLM_HAS_FLOAT8
+#if OPENLM_HAS_FLOAT8
     case DType::F8_E5M2: return c10::ScalarType::Float8_e5m2;
     case DType::F8_E4M3: return c10::ScalarType::Float8_e4m3fn;
 #endif
-#ifdef OPENLM_HAS_UINT_WIDE
+#if OPENLM_HAS_UINT_WIDE
     case DType::U16: return c10::ScalarType::UInt16;
     case DType::U32: return c10::ScalarType::UInt32;
     case DType::U64: return c10::ScalarType::UInt64;

@@ -8,7 +8,7 @@
 
 namespace openlm {
 
-/// The OpenLM transformer's shape and architecture switches (REFERENCE.md section 1).
+/// The OpenLM transformer's shape and architecture switches (docs/MODEL.md).
 struct ModelConfig {
   std::string name;                 ///< registry name, e.g. "open_lm_1b" ("" for inline configs)
   int64_t dim = 0;                  ///< model width d (OpenLM's JSON calls it hidden_dim)

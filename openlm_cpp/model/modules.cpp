@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "openlm_cpp/core/error.h"
-#include "openlm_cpp/model/torch_compat.h"
+#include "openlm_cpp/core/torch_compat.h"
 
 namespace openlm {
 

@@ -1,6 +1,7 @@
 #include "openlm_cpp/model/transformer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cmath>
 #include <set>

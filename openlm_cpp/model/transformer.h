@@ -1,5 +1,5 @@
 #pragma once
-/// The OpenLM decoder-only transformer (REFERENCE.md section 1), behind a small pimpl so that
+/// The OpenLM decoder-only transformer (docs/MODEL.md), behind a small pimpl so that
 /// callers do not compile torch/nn. Parameter names equal OpenLM's (tok_embeddings.weight,
 /// layers.{i}.attention.in_proj.weight, ..., output.weight) so state dicts map one-to-one.
 #include <ATen/core/Tensor.h>

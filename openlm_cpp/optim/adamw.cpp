@@ -4,8 +4,10 @@
 
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "openlm_cpp/core/error.h"
+#include "openlm_cpp/core/torch_compat.h"
 
 namespace openlm {
 
@@ -14,20 +16,54 @@ AdamW::AdamW(std::vector<Param> params, const OptimConfig& cfg) : params_(std::m
     m_.push_back(at::zeros_like(p.value));
     v_.push_back(at::zeros_like(p.value));
   }
+  steps_.resize(params_.size());
 }
 
 void AdamW::step(double lr, const std::vector<at::Tensor>* grads) {
   at::NoGradGuard no_grad;
   ++step_;
   const double b1 = cfg_.beta1, b2 = cfg_.beta2;
-  const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step_));
-  const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step_));
-  const double step_size = lr / bc1;
-  const double bc2_sqrt = std::sqrt(bc2);
+  // Parameters ATen's fused kernel can take (LibTorch 2.x: one pass over p, g, m, v), grouped by
+  // device, dtype and weight decay; the rest take the unfused loop below (same arithmetic).
+  struct Group {
+    std::vector<at::Tensor> p, g, m, v, steps;
+  };
+  std::map<std::tuple<std::string, int, double>, Group> fused;
+  std::vector<std::size_t> plain;
   for (std::size_t i = 0; i < params_.size(); ++i) {
     at::Tensor p = params_[i].value;
     at::Tensor g = grads ? (*grads)[i] : p.grad();
     if (!g.defined()) continue;
+    if (!compat::has_fused_adamw(p.device()) || g.scalar_type() != p.scalar_type() || g.sizes() != p.sizes() ||
+        g.device() != p.device() || g.is_sparse()) {
+      plain.push_back(i);
+      continue;
+    }
+    double wd = params_[i].decay ? cfg_.wd : 0.0;
+    if (wd != 0 && params_[i].decay_mask.defined()) {  // per-element decay: applied here, then wd = 0
+      p.addcmul_(p, params_[i].decay_mask, -lr * wd);
+      wd = 0.0;
+    }
+    if (!steps_[i].defined() || steps_[i].device() != p.device())
+      steps_[i] = at::empty({}, p.options().dtype(at::kFloat));
+    steps_[i].fill_(static_cast<double>(step_));
+    Group& grp = fused[{p.device().str(), static_cast<int>(p.scalar_type()), wd}];
+    grp.p.push_back(p);
+    grp.g.push_back(g);
+    grp.m.push_back(m_[i]);
+    grp.v.push_back(v_[i]);
+    grp.steps.push_back(steps_[i]);
+  }
+  for (auto& [key, grp] : fused)
+    compat::fused_adamw_(grp.p, grp.g, grp.m, grp.v, grp.steps, lr, b1, b2, std::get<2>(key), cfg_.eps);
+
+  const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step_));
+  const double step_size = lr / bc1;
+  const double bc2_sqrt = std::sqrt(bc2);
+  for (std::size_t i : plain) {
+    at::Tensor p = params_[i].value;
+    at::Tensor g = grads ? (*grads)[i] : p.grad();
     if (params_[i].decay && cfg_.wd != 0) {
       if (params_[i].decay_mask.defined())
         p.addcmul_(p, params_[i].decay_mask, -lr * cfg_.wd);

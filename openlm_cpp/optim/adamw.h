@@ -1,7 +1,8 @@
 #pragma once
 /// AdamW (decoupled weight decay, bias-corrected moments) over arbitrary tensors: whole
 /// parameters on one rank, or the fp32 flat shards a sharding strategy owns. State tensors match
-/// each parameter's shape, dtype and device.
+/// each parameter's shape, dtype and device. Where the LibTorch has ATen's fused kernel for the
+/// device (CUDA on 2.x, CPU from 2.4) the update runs fused, otherwise as a loop of ATen ops.
 #include <ATen/core/Tensor.h>
 
 #include <string>
@@ -38,6 +39,7 @@ class AdamW {
  private:
   std::vector<Param> params_;
   std::vector<at::Tensor> m_, v_;
+  std::vector<at::Tensor> steps_;  ///< fused kernel's step count per parameter (fp32 scalar on its device)
   OptimConfig cfg_;
   int64_t step_ = 0;
 };

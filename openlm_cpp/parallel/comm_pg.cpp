@@ -3,12 +3,15 @@
 // This file and comm.cpp are the only places that include c10d headers.
 //
 // c10d facts this relies on (LibTorch 1.13 .. 2.x, same API for what is used here):
-//  - ProcessGroupGloo/NCCL have allgather(list), allreduce, broadcast, barrier; in 1.13 Gloo has no
-//    _allgather_base / reduce_scatter and, in all versions, Gloo's "_base" forms are the list
-//    all-gather and all-reduce-then-slice anyway, so Gloo always takes that route here.
+//  - ProcessGroupGloo/NCCL have allgather(list), allreduce, broadcast, barrier in every version.
+//  - Gloo's abilities differ by version (measured, table in docs/DISTRIBUTED.md): 1.13 has no
+//    bf16/int16/bool in any collective, no _allgather_base and no reduce-scatter; 2.15 has bf16 and
+//    bool, _allgather_base and _reduce_scatter_base (int16 still missing). kGlooModern picks the
+//    route once; versions between were not measured and take the 1.13 route, which works anywhere.
 //  - Gloo collectives honour Options::timeout per send/recv, so a silent peer ends in an error.
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (moved here in fmt 11)
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -23,6 +26,7 @@
 #include "openlm_cpp/core/config.h"
 #include "openlm_cpp/core/dist_env.h"
 #include "openlm_cpp/core/log.h"
+#include "openlm_cpp/core/torch_compat.h"
 #include "openlm_cpp/parallel/comm.h"
 #include "openlm_cpp/parallel/comm_internal.h"
 
@@ -30,6 +34,9 @@ namespace openlm::parallel {
 namespace {
 
 using Ms = std::chrono::milliseconds;
+
+/// Gloo with bf16/bool collectives, _allgather_base and _reduce_scatter_base (see the top).
+constexpr bool kGlooModern = OPENLM_TORCH_AT_LEAST(2, 15);
 
 std::string cause_of(const std::exception& e) {
   if (auto* ce = dynamic_cast<const c10::Error*>(&e)) return ce->what_without_backtrace();
@@ -44,12 +51,14 @@ c10d::ReduceOp to_c10d(ReduceOp op) {
   }
 }
 
-/// Types Gloo moves and reduces natively (LibTorch 1.13 Gloo: no bf16, no int16, no bool).
+/// Types Gloo moves and reduces natively (1.13: no bf16, no int16, no bool; 2.15: no int16).
 bool gloo_native(at::ScalarType t) {
   switch (t) {
     case at::kFloat: case at::kDouble: case at::kHalf: case at::kChar: case at::kByte:
     case at::kInt: case at::kLong:
       return true;
+    case at::kBFloat16: case at::kBool:
+      return kGlooModern;
     default:
       return false;
   }
@@ -155,11 +164,12 @@ class PgCommunicator : public Communicator {
       }
 #endif
       at::Tensor s = movable(src), dst = movable(out);
+      stats_.all_gather_bytes += (size_ - 1) * s.nbytes();
+      if constexpr (kGlooModern) return work("all_gather_into", {gloo_->_allgather_base(dst, s)}, nullptr);
       const int64_t n = s.numel();
       std::vector<std::vector<at::Tensor>> outputs(1);
       for (int i = 0; i < size_; ++i) outputs[0].push_back(dst.narrow(0, i * n, n));
       std::vector<at::Tensor> inputs{s};
-      stats_.all_gather_bytes += (size_ - 1) * s.nbytes();
       return work("all_gather_into", {gloo_->allgather(outputs, inputs)}, nullptr);
     });
   }
@@ -181,13 +191,25 @@ class PgCommunicator : public Communicator {
         return work("reduce_scatter", {nccl_->_reduce_scatter_base(dst, src, o)}, finish, true);
       }
 #endif
+      const at::ScalarType rt = reduce_type(in.scalar_type());
+      at::Tensor dst = out.view({-1});
+      if constexpr (kGlooModern) {  // native reduce-scatter, in the reduction dtype
+        at::Tensor src = in.contiguous().view({-1}).to(rt);
+        at::Tensor res = dst.scalar_type() == rt ? dst : at::empty({dst.numel()}, dst.options().dtype(rt));
+        c10d::ReduceScatterOptions o;
+        o.reduceOp = to_c10d(op);
+        stats_.reduce_scatter_bytes += (w - 1) * res.nbytes();
+        return work("reduce_scatter", {gloo_->_reduce_scatter_base(res, src, o)}, [res, dst, w, op] {
+          if (op == ReduceOp::Avg) res.div_(w);
+          if (!res.is_same(dst)) dst.copy_(res);
+        });
+      }
       // All-reduce a private copy in the reduction dtype, then keep this rank's slice.
-      at::Tensor buf = in.reshape({-1}).to(reduce_type(in.scalar_type()), false, /*copy=*/true);
+      at::Tensor buf = in.reshape({-1}).to(rt, false, /*copy=*/true);
       std::vector<at::Tensor> v{buf};
       c10d::AllreduceOptions o;
       o.reduceOp = to_c10d(op);
       stats_.reduce_scatter_bytes += 2 * (w - 1) * buf.nbytes() / w;
-      at::Tensor dst = out.view({-1});
       const int64_t n = dst.numel(), r = rank_;
       return work("reduce_scatter", {gloo_->allreduce(v, o)}, [buf, dst, n, r, w, op] {
         at::Tensor mine = buf.narrow(0, r * n, n);

@@ -7,7 +7,8 @@
 #include <map>
 
 #include "openlm_cpp/core/error.h"
-#include "openlm_cpp/model/torch_compat.h"
+#include "openlm_cpp/core/torch_compat.h"
+#include "openlm_cpp/parallel/side_stream.h"
 
 namespace openlm::parallel {
 
@@ -29,7 +30,8 @@ struct ShardedModel::Unit {
   at::Tensor grad_shard;             // [shard] fp32, averaged gradient
   at::Tensor flat_grad;              // [padded] fp32 accumulator of this rank's local gradient
   at::Tensor decay_mask;             // [shard] 1 = decay, 0 = exempt; undefined = all decay
-  bool gathered = false, stale = true;
+  bool gathered = false, stale = true;  // gathered: `full` holds memory (maybe still arriving)
+  std::unique_ptr<CommWork> pending;     // an all-gather into `full` issued ahead (prefetch)
   std::size_t received = 0;          // parameters whose gradient arrived in this backward
 };
 
@@ -95,35 +97,66 @@ ShardedModel::ShardedModel(Transformer& model, Communicator& world, const Parall
     }
     units_.push_back(std::move(u));
   }
+  side_ = std::make_unique<SideStream>(units_.front()->master.device());
   model_.set_unit_hooks(this);
 }
 
 ShardedModel::~ShardedModel() { model_.set_unit_hooks(nullptr); }
 
-void ShardedModel::gather(Unit& u) {
-  if (u.gathered && !u.stale) return;
+void ShardedModel::issue_gather(Unit& u) {
+  if (u.pending || (u.gathered && !u.stale)) return;
   at::NoGradGuard no_grad;
+  // Memory comes from the compute stream, so it is reused only after the compute that frees it.
   if (!u.gathered) compat::realloc_storage(u.full, static_cast<size_t>(u.padded) * u.full.element_size());
-  shard_->all_gather_into(u.full, u.master.to(param_dtype_));
   u.gathered = true;
   u.stale = false;
+  SideStream::Scope on_side(*side_);  // CUDA: cast + launch on the side stream; CPU: no-op
+  u.pending = shard_->all_gather_into_async(u.full, u.master.to(param_dtype_));
+}
+
+void ShardedModel::gather(Unit& u) {
+  issue_gather(u);
+  if (u.pending) {
+    auto w = std::move(u.pending);
+    w->wait();  // NCCL: the compute stream waits for the collective (no host sync); Gloo: the host
+  }
+}
+
+void ShardedModel::prefetch(int index) {
+  if (index < 0 || index >= static_cast<int>(units_.size())) return;
+  issue_gather(*units_[static_cast<std::size_t>(index)]);
+}
+
+void ShardedModel::drain() {
+  for (auto& u : units_)
+    if (u->pending) gather(*u);
 }
 
 void ShardedModel::release(Unit& u) {
   if (!u.gathered) return;
+  if (u.pending) gather(u);  // never free memory a collective is still writing
   compat::free_storage(u.full);
   u.gathered = false;
   u.stale = true;
 }
 
-void ShardedModel::before_forward(int u) { gather(*units_[u]); }
+// Forward runs units 0 (root), 1, ..., L and backward L, ..., 1: while a unit computes, the next
+// one's all-gather is already in flight (PyTorch FSDP's forward/backward prefetch), so at most two
+// blocks are gathered at a time under FULL_SHARD.
+void ShardedModel::before_forward(int u) {
+  gather(*units_[static_cast<std::size_t>(u)]);
+  prefetch(u + 1);
+}
 
 void ShardedModel::after_forward(int u, const at::Tensor& out) {
   if (!frees_after_use(strategy_) || u == 0) return;  // the root stays gathered until its backward
   release(*units_[u]);
   if (out.requires_grad()) {
     Unit* unit = units_[u].get();
-    out.register_hook([this, unit](const at::Tensor&) { gather(*unit); });
+    out.register_hook([this, unit](const at::Tensor&) {
+      gather(*unit);
+      prefetch(unit->index - 1);
+    });
   }
 }
 
@@ -160,6 +193,7 @@ void ShardedModel::reduce(Unit& u) {
 }
 
 void ShardedModel::finish_backward() {
+  drain();
   for (auto& u : units_)
     if (u->flat_grad.defined()) reduce(*u);  // units whose gradients never completed a sync
   // The model's own .grad fields were filled by autograd after our hooks; they are not used.
@@ -198,6 +232,7 @@ double ShardedModel::grad_norm() {
 }
 
 void ShardedModel::after_optimizer_step() {
+  drain();
   for (auto& u : units_) {
     u->grad_shard.zero_();
     u->stale = true;  // SHARD_GRAD_OP / NO_SHARD re-gather at the next forward
@@ -246,6 +281,7 @@ std::vector<at::Tensor> ShardedModel::shards_from_full(const NamedTensors& full,
 }
 
 void ShardedModel::load_masters(const std::vector<at::Tensor>& shards) {
+  drain();
   at::NoGradGuard no_grad;
   for (std::size_t i = 0; i < units_.size(); ++i) {
     units_[i]->master.copy_(shards[i]);
@@ -254,6 +290,7 @@ void ShardedModel::load_masters(const std::vector<at::Tensor>& shards) {
 }
 
 void ShardedModel::invalidate() {
+  drain();
   for (auto& u : units_) u->stale = true;
 }
 

@@ -9,6 +9,8 @@
 ///   FULL_SHARD     gathered before a unit's forward, freed after it (the root stays until its
 ///                  backward), gathered again when backward reaches the unit, freed when the unit's
 ///                  gradients are complete; gradients reduce-scattered per unit, every micro-batch.
+///                  The next unit's all-gather is issued before the current unit runs (prefetch;
+///                  on CUDA from a side stream), so two blocks may be gathered at once.
 ///   SHARD_GRAD_OP  gathered at the first forward of a step, kept until the optimizer step;
 ///                  gradients accumulate unsharded over micro-batches (no communication, like
 ///                  no_sync) and are reduce-scattered after the last micro-batch.
@@ -31,6 +33,8 @@
 #include "openlm_cpp/parallel/comm.h"
 
 namespace openlm::parallel {
+
+class SideStream;
 
 enum class Strategy { FullShard, ShardGradOp, NoShard, HybridShard };
 Strategy parse_strategy(const std::string& s);
@@ -105,7 +109,10 @@ class ShardedModel : public UnitHooks {
 
  private:
   struct Unit;
-  void gather(Unit& u);
+  void issue_gather(Unit& u);  ///< starts a unit's all-gather (no wait)
+  void gather(Unit& u);        ///< issues if needed and waits
+  void prefetch(int index);    ///< issue_gather of unit `index` when it exists
+  void drain();                ///< waits for every prefetch in flight
   void release(Unit& u);
   void on_grad(int unit, std::size_t param, const at::Tensor& g);
   void reduce(Unit& u);
@@ -118,6 +125,7 @@ class ShardedModel : public UnitHooks {
   Strategy strategy_;
   at::ScalarType param_dtype_;
   std::vector<std::unique_ptr<Unit>> units_;
+  std::unique_ptr<SideStream> side_;  // CUDA stream for gathers (no-op on CPU)
   bool sync_ = true;  // reduce gradients in this micro-batch's backward
 };
 

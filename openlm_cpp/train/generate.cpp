@@ -1,6 +1,7 @@
 #include "openlm_cpp/train/generate.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/model/transformer.h"

@@ -1,5 +1,6 @@
 // Helpers shared by the Hugging Face export and import tests (hf_test_support.h).
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 

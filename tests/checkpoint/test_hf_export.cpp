@@ -3,6 +3,7 @@
 // no transformers) reproduces our logits from the exported llama directory, bf16 exports, and
 // refusals name the feature the format cannot represent.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 

@@ -1,4 +1,4 @@
-// Parameter counts from the config alone must equal OpenLM's own counts (REFERENCE.md section 1).
+// Parameter counts from the config alone must equal OpenLM's own counts (docs/MODEL.md).
 #include <gtest/gtest.h>
 
 #include "openlm_cpp/core/recipe.h"
