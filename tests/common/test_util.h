@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -18,13 +19,16 @@ inline std::string fresh_dir(const std::string& prefix, const std::string& name)
   return d.string();
 }
 
-/// Writes `script` to <dir>/<file> and runs it with Debian's /usr/bin/python3 (which has torch);
-/// returns stdout+stderr and fails the test on a non-zero exit.
+/// Writes `script` to <dir>/<file> and runs it with Debian's /usr/bin/python3 (which has torch), or
+/// with $OPENLM_REFERENCE_PYTHON when set (the peer tests run the same scripts on the project's
+/// .venv torch 2.x: tests/peers); returns stdout+stderr and fails the test on a non-zero exit.
 inline std::string run_python(const std::string& dir, const std::string& script, const std::string& args,
                               const std::string& file = "script.py") {
   const std::string py = dir + "/" + file;
   std::ofstream(py) << script;
-  const std::string cmd = "/usr/bin/python3 " + py + " " + args + " 2>&1";
+  const char* env = std::getenv("OPENLM_REFERENCE_PYTHON");
+  const std::string python = env && *env ? env : "/usr/bin/python3";
+  const std::string cmd = python + " " + py + " " + args + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   EXPECT_NE(p, nullptr);
   std::string out;
