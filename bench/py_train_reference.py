@@ -3,7 +3,7 @@
 LayerNorm with gain+bias, fused qkv, rotary halves, causal attention, SwiGLU, untied output),
 AdamW, random tokens. Prints tokens/s as one JSON line. Written for Debian's python3-torch 1.13
 (no F.scaled_dot_product_attention there, so attention is spelled out, as on our 1.13 path)."""
-import json, math, sys, time
+import json, math, resource, sys, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -13,6 +13,9 @@ def main():
     d, L, H = int(a["dim"]), int(a["layers"]), int(a["heads"])
     T, V, B = int(a["seq"]), int(a["vocab"]), int(a["batch"])
     steps, warm = int(a.get("steps", 10)), int(a.get("warmup", 2))
+    if "threads" in a:
+        torch.set_num_threads(int(a["threads"]))
+    bf16 = a.get("precision", "fp32") == "bf16"  # CPU autocast, fp32 master weights
     hd = d // H
     hidden = 256 * ((int(8 * d / 3) + 255) // 256)
     torch.manual_seed(0)
@@ -64,7 +67,8 @@ def main():
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.033)
     tokens = torch.randint(0, V, (B, T + 1))
     def step():
-        logits = m(tokens[:, :-1])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = m(tokens[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, V), tokens[:, 1:].reshape(-1))
         loss = loss + 1e-4 * torch.logsumexp(logits, -1).pow(2).mean()
         loss.backward()
@@ -78,7 +82,8 @@ def main():
         step()
     dt = time.perf_counter() - t0
     print(json.dumps({"tokens_per_s": B * T * steps / dt, "threads": torch.get_num_threads(),
-                      "params": sum(p.numel() for p in m.parameters()), "torch": torch.__version__}))
+                      "params": sum(p.numel() for p in m.parameters()), "torch": torch.__version__,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
 
 if __name__ == "__main__":
     main()

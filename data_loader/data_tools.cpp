@@ -7,7 +7,9 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <mutex>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -42,27 +44,54 @@ bool ends_with(const std::string& s, const std::string& suf) {
   return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
 }
 
+/// Output shard names of convert_manifest: the manifest name without folder and extension; when
+/// several shards share one (same file name in different folders, or x.tar beside x.olmtok), each of
+/// them becomes <name>-<k>, k its 0-based position in the manifest (plus more "-k" if that is taken).
+std::vector<std::string> output_shard_names(const Manifest& m) {
+  std::vector<std::string> bases;
+  std::map<std::string, int> count;
+  for (const auto& e : m.entries) {
+    std::string name = e.shard;
+    for (const char* ext : {".tar", kNativeExt})
+      if (ends_with(name, ext)) name.resize(name.size() - std::char_traits<char>::length(ext));
+    auto slash = name.find_last_of('/');
+    bases.push_back(slash == std::string::npos ? name : name.substr(slash + 1));
+    ++count[bases.back()];
+  }
+  std::set<std::string> taken(bases.begin(), bases.end());
+  std::vector<std::string> out = bases;
+  for (size_t i = 0; i < bases.size(); ++i) {
+    if (count[bases[i]] == 1) continue;
+    std::string cand = bases[i] + "-" + std::to_string(i);
+    while (taken.count(cand)) cand += "-" + std::to_string(i);
+    taken.insert(cand);
+    out[i] = cand;
+    log::warn("convert: shard '{}' ({}) shares its file name with another input shard; writing it as '{}'",
+              m.entries[i].shard, m.entries[i].path, cand);
+  }
+  return out;
+}
+
 }  // namespace
 
 int64_t convert_manifest(const std::string& manifest_path, const std::string& output_dir, ShardFormat to,
                          int64_t vocab_size) {
   Manifest m = read_manifest(manifest_path);
   make_dirs(output_dir);
+  const std::vector<std::string> names = output_shard_names(m);
   std::vector<ManifestEntry> out_entries;
+  std::vector<std::string> written;  // output shard files, in manifest order
   DecodeScratch scratch;
   std::vector<int64_t> ids;
   int64_t total = 0;
-  for (const auto& e : m.entries) {
+  for (size_t si = 0; si < m.entries.size(); ++si) {
+    const auto& e = m.entries[si];
     auto r = open_shard(e);
     const int64_t n = r->size();
     if (n != e.num_sequences)
       throw DataError("manifest '" + manifest_path + "' says shard '" + e.shard + "' has " +
                       std::to_string(e.num_sequences) + " sequences but " + e.path + " holds " + std::to_string(n));
-    // output shard name: the manifest name without any extension it carries
-    std::string name = e.shard;
-    for (const char* ext : {".tar", kNativeExt})
-      if (ends_with(name, ext)) name.resize(name.size() - std::char_traits<char>::length(ext));
-    std::string base = name.substr(name.find_last_of('/') == std::string::npos ? 0 : name.find_last_of('/') + 1);
+    const std::string& base = names[si];
     if (to == ShardFormat::Native) {
       // pass 1: lengths and the largest id decide seq_len and dtype
       int64_t len = -1, max_id = -1;
@@ -81,14 +110,16 @@ int64_t convert_manifest(const std::string& manifest_path, const std::string& ou
       int dtype = native_dtype_bytes(vocab_size > 0 ? vocab_size : max_id + 1);
       std::string tokenizer;
       if (r->format() == ShardFormat::Native) tokenizer = NativeShard(e.path).header().tokenizer;
-      NativeShardWriter w(join_path(output_dir, base + kNativeExt), dtype, len, tokenizer);
+      written.push_back(join_path(output_dir, base + kNativeExt));
+      NativeShardWriter w(written.back(), dtype, len, tokenizer);
       for (int64_t i = 0; i < n; ++i) {
         r->read(i, ids, scratch);
         w.append(ids.data(), ids.size());
       }
       w.finish();
     } else {
-      TarWriter w(join_path(output_dir, base + ".tar"));
+      written.push_back(join_path(output_dir, base + ".tar"));
+      TarWriter w(written.back());
       for (int64_t i = 0; i < n; ++i) {
         r->read(i, ids, scratch);
         std::string js = format_json_int_list(ids.data(), ids.size());
@@ -105,7 +136,31 @@ int64_t convert_manifest(const std::string& manifest_path, const std::string& ou
     out_entries.push_back(oe);
     total += n;
   }
-  write_manifest(join_path(output_dir, "manifest.jsonl"), out_entries);
+  const std::string out_manifest = join_path(output_dir, "manifest.jsonl");
+  write_manifest(out_manifest, out_entries);
+  // The output must hold exactly what the input held: read it back (names resolved as a loader
+  // resolves them, shard files re-counted) and compare with the input manifest.
+  Manifest back = read_manifest(out_manifest);
+  std::set<std::string> paths;
+  int64_t back_total = 0;
+  for (size_t i = 0; i < back.entries.size(); ++i) {
+    const auto& e = back.entries[i];
+    if (i < written.size() && e.path != written[i])
+      throw DataError("convert: output manifest line " + std::to_string(i + 1) + " ('" + e.shard + "') resolves to " +
+                      e.path + ", not the written " + written[i] + " (a stale file in '" + output_dir +
+                      "'? remove it or use an empty output directory)");
+    if (!paths.insert(e.path).second)
+      throw DataError("convert: output manifest '" + out_manifest + "' lists shard file " + e.path + " twice");
+    const int64_t n = open_shard(e)->size();
+    if (n != e.num_sequences)
+      throw DataError("convert: output shard " + e.path + " holds " + std::to_string(n) + " sequences, its manifest line says " +
+                      std::to_string(e.num_sequences));
+    back_total += n;
+  }
+  if (back.entries.size() != m.entries.size() || back_total != m.total_sequences() || total != back_total)
+    throw DataError("convert: output manifest '" + out_manifest + "' has " + std::to_string(back.entries.size()) +
+                    " shards and " + std::to_string(back_total) + " sequences, input '" + manifest_path + "' has " +
+                    std::to_string(m.entries.size()) + " shards and " + std::to_string(m.total_sequences()));
   return total;
 }
 

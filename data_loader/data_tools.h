@@ -33,7 +33,9 @@ TokenizeResult tokenize_to_native(const TokenizeOptions& opt);
 std::vector<std::string> split_documents(const std::string& text);
 
 /// Converts every shard of a manifest to `to` in output_dir (same shard names, same sequence order,
-/// same manifest). Tar -> native requires equal-length, non-negative sequences (error naming the
+/// same manifest). Input shards that share a file name are written as <name>-<k> (k: manifest
+/// position). The written manifest is read back and must list the written files with the input's
+/// shard and sequence counts (DataError otherwise). Tar -> native requires equal-length, non-negative sequences (error naming the
 /// member otherwise); dtype from vocab_size if > 0, else from the largest id. Native -> tar writes
 /// members <shard>_<index:08>.json.gz. Returns the number of sequences written.
 int64_t convert_manifest(const std::string& manifest, const std::string& output_dir, ShardFormat to,

@@ -10,7 +10,8 @@ namespace {
 
 class TarShardReader final : public ShardReader {
  public:
-  explicit TarShardReader(const ManifestEntry& e) : path_(e.path), file_(open_byte_source(e.path)) {}
+  TarShardReader(const ManifestEntry& e, size_t max_member_bytes)
+      : path_(e.path), file_(open_byte_source(e.path)), max_bytes_(max_member_bytes) {}
 
   int64_t size() override {
     ensure_index();
@@ -23,10 +24,16 @@ class TarShardReader final : public ShardReader {
       throw DataError("tar shard '" + path_ + "': sequence " + std::to_string(i) + " does not exist (shard has " +
                       std::to_string(members_.size()) + " token members)");
     const Member& m = members_[static_cast<size_t>(i)];
+    // Stored bytes: plain text is bounded like inflated text; gzip of text that fits the bound is
+    // never much larger than the bound (deflate's stored blocks add ~5 bytes per 64 KiB).
+    const uint64_t stored_max = m.kind == MemberKind::JsonGz ? max_bytes_ + max_bytes_ / 64 + 1024 : max_bytes_;
+    if (m.size > stored_max)
+      throw DataError(describe(i) + ": member is " + std::to_string(m.size) + " bytes, more than the limit of " +
+                      std::to_string(stored_max) + " bytes for one member");
     scratch.raw.resize(m.size);
     if (file_->read_at(m.offset, scratch.raw.data(), m.size) != m.size)
       throw DataError(describe(i) + ": short read (file changed or truncated)");
-    decode_member(m.kind, scratch.raw.data(), m.size, out, scratch, describe(i));
+    decode_member(m.kind, scratch.raw.data(), m.size, out, scratch, describe(i), max_bytes_);
   }
 
   std::string describe(int64_t i) override {
@@ -70,6 +77,7 @@ class TarShardReader final : public ShardReader {
 
   std::string path_;
   std::unique_ptr<RandomAccessFile> file_;
+  size_t max_bytes_;
   std::mutex mu_;
   bool indexed_ = false;
   std::string index_error_;
@@ -109,9 +117,9 @@ void ShardReader::read_fixed(int64_t, int64_t, int64_t, int64_t*) {
   throw Error("read_fixed on a shard without fixed-length sequences: " + path());
 }
 
-std::unique_ptr<ShardReader> open_shard(const ManifestEntry& e) {
+std::unique_ptr<ShardReader> open_shard(const ManifestEntry& e, size_t max_member_bytes) {
   if (e.format == ShardFormat::Native) return std::make_unique<NativeShardReader>(e);
-  return std::make_unique<TarShardReader>(e);
+  return std::make_unique<TarShardReader>(e, max_member_bytes);
 }
 
 }  // namespace openlm::data

@@ -32,7 +32,9 @@ class ShardReader {
 };
 
 /// Opens a shard of a manifest entry. A tar shard is not indexed yet (cheap); a native shard is
-/// mapped and its header validated now.
-std::unique_ptr<ShardReader> open_shard(const ManifestEntry& e);
+/// mapped and its header validated now. `max_member_bytes` bounds one tar member's stored and
+/// inflated size (token_codec.h: max_member_bytes(seq_len + 1) for a loader); a larger member is a
+/// DataError naming shard and member, raised before it is read or inflated past the bound.
+std::unique_ptr<ShardReader> open_shard(const ManifestEntry& e, size_t max_member_bytes = kDefaultMaxMemberBytes);
 
 }  // namespace openlm::data

@@ -108,8 +108,13 @@ void gunzip(const uint8_t* data, size_t n, std::vector<uint8_t>& out, const std:
     // ISIZE (last 4 bytes of a single-member stream) hints the size; cap by deflate's max ratio.
     uint64_t hint = uint64_t(data[n - 4]) | uint64_t(data[n - 3]) << 8 | uint64_t(data[n - 2]) << 16 |
                     uint64_t(data[n - 1]) << 24;
-    uint64_t cap = std::min<uint64_t>(uint64_t(in_n) * 1032 + 1024, max_out - std::min(max_out, out.size()));
-    size_t want = static_cast<size_t>(std::max<uint64_t>(std::min(hint, cap), 1024));
+    const uint64_t room = max_out - std::min(max_out, out.size());
+    if (room == 0)
+      throw DataError(label + ": gzip member inflates to more than " + std::to_string(max_out) +
+                      " bytes, the limit for one member; inflation stopped");
+    const uint64_t ratio_cap = uint64_t(in_n) * 1032 + 1024;  // deflate's largest expansion
+    const uint64_t cap = std::min<uint64_t>(ratio_cap, room);
+    size_t want = static_cast<size_t>(std::min<uint64_t>(std::max<uint64_t>(std::min(hint, cap), 1024), cap));
     while (true) {
       size_t base = out.size();
       out.resize(base + want);
@@ -122,7 +127,12 @@ void gunzip(const uint8_t* data, size_t n, std::vector<uint8_t>& out, const std:
       }
       out.resize(base);
       if (r != LIBDEFLATE_INSUFFICIENT_SPACE) throw DataError(label + ": corrupt gzip data");
-      if (want >= cap) throw DataError(label + ": gzip output exceeds " + std::to_string(cap) + " bytes");
+      if (want >= cap) {
+        if (cap == room)
+          throw DataError(label + ": gzip member inflates to more than " + std::to_string(max_out) +
+                          " bytes, the limit for one member; inflation stopped");
+        throw DataError(label + ": corrupt gzip (output exceeds " + std::to_string(cap) + " bytes)");
+      }
       want = static_cast<size_t>(std::min<uint64_t>(uint64_t(want) * 2, cap));
     }
   }
@@ -243,11 +253,11 @@ std::string format_json_int_list(const int64_t* ids, size_t n) {
 }
 
 void decode_member(MemberKind kind, const uint8_t* data, size_t n, std::vector<int64_t>& out,
-                   DecodeScratch& scratch, const std::string& label) {
+                   DecodeScratch& scratch, const std::string& label, size_t max_bytes) {
   out.clear();
   switch (kind) {
     case MemberKind::JsonGz:
-      gunzip(data, n, scratch.inflated, label);
+      gunzip(data, n, scratch.inflated, label, max_bytes);
       parse_json_int_list(reinterpret_cast<const char*>(scratch.inflated.data()), scratch.inflated.size(),
                           out, label);
       return;

@@ -18,11 +18,24 @@ enum class MemberKind {
 };
 MemberKind member_kind(const std::string& name);
 
+/// Default bound on one member's (inflated) bytes when the reader knows no sequence length
+/// (`openlm data stats|convert`).
+inline constexpr size_t kDefaultMaxMemberBytes = size_t(1) << 30;
+
+/// Bound on one member's inflated bytes for a loader that needs `sample_len` (= seq_len + 1) tokens
+/// per sequence: what a JSON list of sample_len int64 ids can take (20 characters for
+/// -9223372036854775808 plus up to 4 separator characters each, e.g. ",\n  " of json.dumps(indent=2))
+/// plus 64 KiB of slack. A member inflating past this is refused (a gzip bomb, or a member far
+/// longer than any crop needs) before it can take more memory.
+inline size_t max_member_bytes(int64_t sample_len) {
+  return static_cast<size_t>(sample_len > 0 ? sample_len : 1) * 24 + (size_t(64) << 10);
+}
+
 /// Inflates one or more concatenated gzip members into `out` (resized to the output length).
-/// Output is capped at `max_out` bytes (default 1 GiB) so that corrupt size fields cannot exhaust
-/// memory.
+/// Output is capped at `max_out` bytes: inflation stops there with a DataError naming `label`, so a
+/// gzip bomb or a corrupt size field cannot exhaust memory.
 void gunzip(const uint8_t* data, size_t n, std::vector<uint8_t>& out, const std::string& label,
-            size_t max_out = size_t(1) << 30);
+            size_t max_out = kDefaultMaxMemberBytes);
 
 /// gzip-compresses `n` bytes (libdeflate, compression level 1..12; 6 matches Python's default 9
 /// closely in size and is much faster).
@@ -46,8 +59,8 @@ struct DecodeScratch {
 };
 
 /// Decodes one member's bytes by its kind into `out` (cleared first). Throws DataError for
-/// MemberKind::Other.
+/// MemberKind::Other, and for a .json.gz member inflating past `max_bytes`.
 void decode_member(MemberKind kind, const uint8_t* data, size_t n, std::vector<int64_t>& out,
-                   DecodeScratch& scratch, const std::string& label);
+                   DecodeScratch& scratch, const std::string& label, size_t max_bytes = kDefaultMaxMemberBytes);
 
 }  // namespace openlm::data

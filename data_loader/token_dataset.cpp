@@ -22,7 +22,7 @@ TokenDataset::TokenDataset(const DatasetOptions& opt) : opt_(opt) {
     src.weight = sc.weight;
     src.prefix.push_back(0);
     for (const auto& e : src.manifest.entries) {
-      auto r = open_shard(e);
+      auto r = open_shard(e, max_member_bytes(opt.sample_len));  // bounds gzip bombs per member
       int64_t fixed = r->fixed_length();
       if (fixed >= 0 && fixed < opt.sample_len)
         throw DataError("manifest '" + p + "': " + r->describe(0) + " stores sequences of " + std::to_string(fixed) +

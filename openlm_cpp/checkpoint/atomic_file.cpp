@@ -5,17 +5,40 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <random>
 #include <utility>
 
 #include "openlm_cpp/core/error.h"
 
 namespace openlm::fs {
 
-AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw_errno("cannot create", tmp_);
+namespace {
+/// 16 hex digits nobody can predict (a fresh name for each temporary file).
+std::string random_suffix() {
+  static std::atomic<uint64_t> counter{0};
+  thread_local std::mt19937_64 gen([] {
+    std::random_device rd;
+    return (uint64_t(rd()) << 32) ^ rd() ^ (uint64_t(::getpid()) << 16);
+  }());
+  const uint64_t v = gen() ^ (counter.fetch_add(1) * 0x9E3779B97F4A7C15ULL);
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(v));
+  return hex;
+}
+}  // namespace
+
+AtomicFile::AtomicFile(std::string path, unsigned mode) : path_(std::move(path)) {
+  // A new file under a fresh name: O_EXCL never opens an existing file and, with O_NOFOLLOW, never
+  // follows a symlink someone planted at that name (it fails with EEXIST; we pick another name).
+  for (int attempt = 0;; ++attempt) {
+    tmp_ = path_ + ".tmp-" + random_suffix();
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, static_cast<mode_t>(mode & 07777));
+    if (fd_ >= 0) break;
+    if (errno != EEXIST || attempt >= 16) throw_errno("cannot create", tmp_);
+  }
 }
 
 AtomicFile::~AtomicFile() { abort(); }
@@ -97,6 +120,44 @@ void write_file_atomic(const std::string& path, std::string_view content) {
   AtomicFile f(path);
   f.write(content);
   f.commit();
+}
+
+void copy_file_atomic(const std::string& src, const std::string& dst) {
+  // O_NONBLOCK: opening a FIFO must not block; it has no effect on a regular file's reads.
+  int fd = ::open(src.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) throw_errno("cannot open", src);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    errno = e;
+    throw_errno("cannot stat", src);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw IoError("refusing to copy '" + src + "': not a regular file");
+  }
+  AtomicFile out(dst, st.st_mode & 0666);
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      errno = e;
+      throw_errno("read failed for", src);
+    }
+    if (r == 0) break;
+    try {
+      out.write(buf, static_cast<size_t>(r));
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+  }
+  ::close(fd);
+  out.commit();
 }
 
 std::string read_file(const std::string& path) {

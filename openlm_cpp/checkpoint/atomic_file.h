@@ -1,7 +1,9 @@
 #pragma once
 /// Crash-safe file replacement. A reader of `path` sees either the previous complete file or the new
-/// complete file, never a torn one: bytes go to `<path>.tmp`, which is fsync'd, renamed over `path`,
-/// and then the containing directory is fsync'd so the rename itself survives a power loss.
+/// complete file, never a torn one: bytes go to a fresh `<path>.tmp-<random>` beside it, which is
+/// fsync'd, renamed over `path`, and then the containing directory is fsync'd so the rename itself
+/// survives a power loss. The temporary file is created with O_CREAT|O_EXCL|O_NOFOLLOW under a name
+/// nobody can predict, so a file or symlink planted beside the destination is never written through.
 /// Torch-free (the safetensors writer and the fuzz build use it).
 #include <cstddef>
 #include <cstdint>
@@ -15,8 +17,9 @@ namespace openlm::fs {
 /// temporary file and the previous `path`, if any, is left untouched.
 class AtomicFile {
  public:
-  /// Creates/truncates `<path>.tmp` (mode 0644). Throws IoError naming the temporary path.
-  explicit AtomicFile(std::string path);
+  /// Creates a new `<path>.tmp-<random>` (O_EXCL|O_NOFOLLOW; `mode`, narrowed by the umask).
+  /// Throws IoError naming the temporary path.
+  explicit AtomicFile(std::string path, unsigned mode = 0644);
   ~AtomicFile();
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
@@ -49,6 +52,12 @@ class AtomicFile {
 
 /// Replaces `path` by `content` atomically (the AtomicFile protocol in one call).
 void write_file_atomic(const std::string& path, std::string_view content);
+
+/// Copies the regular file `src` to `dst` atomically. The copy's permission bits are the source's
+/// (without execute bits), further narrowed by the umask: a copy is never more readable than its
+/// source. Anything but a regular file (a FIFO, a device such as /dev/zero, a directory) is refused
+/// with an IoError naming `src`; symlinks are followed (callers decide which sources are allowed).
+void copy_file_atomic(const std::string& src, const std::string& dst);
 
 /// Reads a whole (small) file. Throws IoError naming the path.
 std::string read_file(const std::string& path);

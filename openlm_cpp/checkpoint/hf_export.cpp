@@ -87,7 +87,7 @@ ExportResult write_hf(const ImportedModel& model, const std::string& out_dir, co
     // A run's SentencePiece model may be called anything; HF expects tokenizer.model.
     if (model.tokenizer.type == "sentencepiece" && f == model.tokenizer.path) name = "tokenizer.model";
     const stdfs::path dst = out / name;
-    if (!(stdfs::exists(dst) && stdfs::equivalent(f, dst))) fs::write_file_atomic(dst.string(), fs::read_file(f));
+    if (!(stdfs::exists(dst) && stdfs::equivalent(f, dst))) fs::copy_file_atomic(f, dst.string());
     r.tokenizer_files.push_back(name);
     has_tok_config |= name == "tokenizer_config.json";
     has_spm |= name == "tokenizer.model";

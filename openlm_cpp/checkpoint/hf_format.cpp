@@ -5,6 +5,7 @@
 #include "openlm_cpp/checkpoint/atomic_file.h"
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/core/recipe.h"
+#include "openlm_cpp/model/model_stats.h"
 
 namespace stdfs = std::filesystem;
 
@@ -313,7 +314,11 @@ HfConfig read_config(const std::string& dir) {
   } catch (const nlohmann::json::exception& e) {
     throw ConfigError(path, "", 0, std::string("not valid JSON: ") + e.what());
   }
-  return parse_config(j, path);
+  HfConfig c = parse_config(j, path);
+  // Everything that reads an HF directory goes on to allocate the model: refuse what cannot fit
+  // (or whose size overflows) now, naming config.json, rather than fail deep inside an allocation.
+  check_weights_fit(c.model, path);
+  return c;
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(const ModelConfig& m) {

@@ -17,6 +17,7 @@
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/core/log.h"
 #include "openlm_cpp/core/recipe.h"
+#include "openlm_cpp/model/model_stats.h"
 
 namespace stdfs = std::filesystem;
 
@@ -37,6 +38,49 @@ bool is_rotary_buffer(const std::string& name) { return ends_with(name, ".inv_fr
 
 at::Tensor to_fp32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
+/// True when `p` (canonical) lies inside directory `root` (canonical).
+bool inside(const stdfs::path& p, const stdfs::path& root) {
+  const stdfs::path rel = p.lexically_relative(root);
+  return !rel.empty() && *rel.begin() != ".." && *rel.begin() != ".";
+}
+
+/// `dir`/`name` if it may be copied out of a Hugging Face directory, nullopt if absent. Allowed: a
+/// regular file, or a symlink to a regular file inside `dir` (or, when `dir` is a hub cache snapshot
+/// `.../models--X/snapshots/REV`, inside that repository's `blobs/`, where the cache keeps the
+/// bytes). Anything else (a symlink leaving the directory, a FIFO, a device) is a DataError naming
+/// the file: the copy would hand out data the directory's owner may not be able to read.
+std::optional<std::string> tokenizer_source_file(const std::string& dir, const char* name) {
+  const stdfs::path p = stdfs::path(dir) / name;
+  std::error_code ec;
+  const auto link = stdfs::symlink_status(p, ec);
+  if (ec || link.type() == stdfs::file_type::not_found) return std::nullopt;
+  if (link.type() == stdfs::file_type::symlink) {
+    const stdfs::path target = stdfs::canonical(p, ec);
+    if (ec) {
+      log::warn("import-hf: skipping {}: a dangling symlink", p.string());
+      return std::nullopt;
+    }
+    const stdfs::path root = stdfs::canonical(dir);
+    bool ok = inside(target, root);
+    if (!ok && root.parent_path().filename() == "snapshots" &&
+        root.parent_path().parent_path().filename().string().rfind("models--", 0) == 0) {
+      std::error_code ec2;
+      const stdfs::path blobs = stdfs::canonical(root.parent_path().parent_path() / "blobs", ec2);
+      ok = !ec2 && inside(target, blobs);
+    }
+    if (!ok)
+      throw DataError(p.string() + " is a symlink to '" + target.string() +
+                      "', outside the source directory: refusing to copy it (copy the file itself into " + dir +
+                      " if it belongs to the model)");
+    if (!stdfs::is_regular_file(target))
+      throw DataError(p.string() + " links to '" + target.string() + "', which is not a regular file: refusing to copy it");
+    return p.string();
+  }
+  if (link.type() != stdfs::file_type::regular)
+    throw DataError(p.string() + " is not a regular file: refusing to copy it");
+  return p.string();
+}
+
 /// Collects mismatch lines and throws them as one DataError.
 struct Problems {
   std::vector<std::string> lines;
@@ -53,6 +97,31 @@ struct Problems {
 };
 
 std::string shape_str(at::IntArrayRef s) { return c10::str(s); }
+
+/// Weights must be floating point: an integer or bool tensor (a quantised or mislabelled
+/// checkpoint) is refused by name and dtype instead of being cast to fp32 silently.
+void check_float_dtypes(const TensorMap& t, const std::string& where) {
+  Problems p;
+  for (const auto& [name, x] : t)
+    if (!is_rotary_buffer(name) && !at::isFloatingType(x.scalar_type()))
+      p.add("'" + name + "': dtype " + std::string(c10::toString(x.scalar_type())) +
+            " (weights must be floating point: F32, F16, BF16 or F64)");
+  p.raise_if_any(where, "weights that are not floating point");
+}
+
+/// Every weight finite: NaN or Inf values (a diverged or corrupt checkpoint) are refused, naming
+/// each tensor and how many of its values are bad.
+void check_finite(const TensorMap& t, const std::string& where) {
+  Problems p;
+  for (const auto& [name, x] : t) {
+    if (!at::isFloatingType(x.scalar_type()) || at::isfinite(x).all().item<bool>()) continue;
+    const int64_t nan = at::isnan(x).sum().item<int64_t>();
+    const int64_t bad = x.numel() - at::isfinite(x).sum().item<int64_t>();
+    p.add("'" + name + "': " + std::to_string(nan) + " NaN and " + std::to_string(bad - nan) + " Inf of " +
+          std::to_string(x.numel()) + " values");
+  }
+  p.raise_if_any(where, "weights hold NaN or Inf");
+}
 
 /// If the model ties output to the embedding, make sure both names are present (as one tensor).
 void complete_tied(const ModelConfig& m, TensorMap& t) {
@@ -166,24 +235,12 @@ std::string first_line(const std::string& s) { return s.substr(0, s.find('\n'));
 /// Resolved train config of a native source: <d>/metadata.json "config" or <d>/config.json,
 /// searched from `start` upwards (a checkpoint inside a run dir finds the run's config).
 TrainConfig find_native_config(const stdfs::path& start) {
-  static std::atomic<int> counter{0};
   for (stdfs::path d = start; !d.empty(); d = d.parent_path()) {
     if (stdfs::exists(d / "metadata.json")) {
       auto meta = nlohmann::json::parse(fs::read_file((d / "metadata.json").string()), nullptr, false);
       if (meta.is_object() && meta.contains("config")) {
-        // load_train_recipe reads files; give it the embedded config as one.
-        stdfs::path tmp = stdfs::temp_directory_path() /
-                          ("openlm_hf_cfg_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + ".json");
-        fs::write_file_atomic(tmp.string(), meta["config"].dump());
-        try {
-          TrainConfig c = load_train_recipe(tmp.string());
-          stdfs::remove(tmp);
-          c.source_file = (d / "metadata.json").string();
-          return c;
-        } catch (...) {
-          stdfs::remove(tmp);
-          throw;
-        }
+        // Parsed in memory (no temporary file); errors and source_file name metadata.json.
+        return load_train_recipe_text(meta["config"].dump(), (d / "metadata.json").string(), d.string());
       }
     }
     if (stdfs::exists(d / "config.json")) return load_train_recipe((d / "config.json").string());
@@ -233,6 +290,10 @@ TensorMap read_torch_save(const std::string& file, bool strip) {
     auto dt = storage_dtype(t.storage_type);
     if (!dt) {
       p.add("'" + raw + "': unsupported storage type " + t.storage_type);
+      continue;
+    }
+    if (!at::isFloatingType(*dt) && !is_rotary_buffer(name)) {
+      p.add("'" + raw + "': " + t.storage_type + " (weights must be floating point)");
       continue;
     }
     auto it = storages.find(t.storage_key);
@@ -300,6 +361,18 @@ bool is_hf_dir(const std::string& path) {
   return hf::is_hf_config(j);
 }
 
+void require_own_config(const std::string& dir_s) {
+  const stdfs::path dir(dir_s);
+  if (!stdfs::is_directory(dir) || stdfs::exists(dir / "config.json") || stdfs::exists(dir / "metadata.json")) return;
+  for (const char* f : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                        "pytorch_model.bin.index.json"})
+    if (stdfs::exists(dir / f))
+      throw ConfigError((dir / "config.json").string(), "", 0,
+                        std::string("missing: the directory holds ") + f +
+                            " but no config.json (nor a checkpoint's metadata.json); a parent directory's config "
+                            "is not used for it");
+}
+
 void check_tensors(const ModelConfig& m, const TensorMap& t, const std::string& where) {
   Problems p;
   std::set<std::string> expected;
@@ -316,8 +389,10 @@ void check_tensors(const ModelConfig& m, const TensorMap& t, const std::string& 
 }
 
 TensorMap from_hf_tensors(const hf::HfConfig& c, const TensorMap& hf, const std::string& where) {
+  check_float_dtypes(hf, where);
   TensorMap out = c.format == hf::Format::Llama ? from_llama(c, hf, where) : from_openlm(c, hf, where);
   check_tensors(c.model, out, where);
+  check_finite(out, where);
   return out;
 }
 
@@ -333,12 +408,11 @@ ImportedModel load_hf(const std::string& dir) {
   const bool safetensors = stdfs::exists(stdfs::path(dir) / "model.safetensors") ||
                            stdfs::exists(stdfs::path(dir) / "model.safetensors.index.json");
   im.tensors = from_hf_tensors(c, safetensors ? load_sharded(dir) : load_torch_bin(dir), dir);
-  for (const char* f : kTokenizerFiles) {
-    stdfs::path p = stdfs::path(dir) / f;
-    if (stdfs::exists(p)) im.tokenizer_files.push_back(p.string());
-  }
-  if (stdfs::exists(stdfs::path(dir) / "tokenizer.model"))
-    im.tokenizer = {"sentencepiece", (stdfs::path(dir) / "tokenizer.model").string()};
+  for (const char* f : kTokenizerFiles)
+    if (auto p = tokenizer_source_file(dir, f)) {
+      im.tokenizer_files.push_back(*p);
+      if (std::string(f) == "tokenizer.model") im.tokenizer = {"sentencepiece", *p};
+    }
   return im;
 }
 
@@ -350,6 +424,7 @@ ImportedModel load_openlm_pt(const std::string& file, const ModelConfig& model) 
     if (!is_rotary_buffer(name)) im.tensors[name] = t;
   complete_tied(model, im.tensors);
   check_tensors(model, im.tensors, file);
+  check_finite(im.tensors, file);
   return im;
 }
 
@@ -357,16 +432,20 @@ ImportedModel load_native(const std::string& source) {
   stdfs::path p(source);
   if (!stdfs::exists(p)) throw ConfigError(source, "", 0, "no such file or directory");
   const bool dir = stdfs::is_directory(p);
+  if (dir) require_own_config(source);
   TrainConfig cfg = find_native_config(dir ? p : p.parent_path());
+  check_weights_fit(cfg.model, cfg.source_file);  // before reading weights sized by that config
   ImportedModel im;
   im.model = cfg.model;
   im.origin = "native";
   TensorMap raw;
   if (dir && stdfs::exists(p / "model.safetensors.index.json")) raw = load_sharded(source);
   else raw = load_model_weights(source);  // a file, a run dir, a native checkpoint (per-rank shards or whole)
+  check_float_dtypes(raw, source);
   for (auto& [name, t] : raw) im.tensors[name] = to_fp32(t);
   complete_tied(im.model, im.tensors);
   check_tensors(im.model, im.tensors, source);
+  check_finite(im.tensors, source);
   im.tokenizer = cfg.tokenizer;
   if (!cfg.tokenizer.path.empty()) {
     // Recipes name it relative to the working directory; also try beside the run's config.
@@ -427,7 +506,7 @@ void write_native(const ImportedModel& im, const std::string& out_dir) {
   for (const auto& f : im.tokenizer_files) {
     stdfs::path dst = stdfs::path(out_dir) / stdfs::path(f).filename();
     if (stdfs::exists(dst) && stdfs::equivalent(f, dst)) continue;
-    fs::write_file_atomic(dst.string(), fs::read_file(f));
+    fs::copy_file_atomic(f, dst.string());  // regular files only; never more readable than the source
   }
   NamedTensors named;
   for (const auto& [name, shape] : hf::parameter_shapes(im.model)) named.emplace_back(name, im.tensors.at(name));

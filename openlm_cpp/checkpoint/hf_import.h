@@ -33,6 +33,11 @@ struct ImportedModel {
 
 /// True when `path` is a directory whose config.json is a Hugging Face model config.
 bool is_hf_dir(const std::string& path);
+/// Refuses a directory that holds weight files (model.safetensors[.index.json],
+/// pytorch_model.bin[.index.json]) but neither a config.json nor a checkpoint metadata.json: an HF
+/// directory that lost its config.json must not be configured by a parent directory's config.
+/// ConfigError naming <dir>/config.json. No-op for anything else.
+void require_own_config(const std::string& dir);
 
 /// Loads a Hugging Face directory (config.json + model.safetensors or a sharded set with
 /// model.safetensors.index.json). Rotary inv_freq buffers are ignored.

@@ -1,6 +1,7 @@
 #include "openlm_cpp/checkpoint/native_checkpoint.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -49,8 +50,14 @@ std::string hex64(uint64_t h) {
 }  // namespace
 
 std::string file_xxh64(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO put in place of a file must not block the open (verify refuses it anyway).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw_errno("cannot open", path);
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    ::close(fd);
+    throw IoError("cannot hash '" + path + "': not a regular file");
+  }
   XXH64_state_t* st = XXH64_createState();
   XXH64_reset(st, 0);
   std::vector<char> buf(1 << 22);
@@ -95,7 +102,7 @@ std::string write_checkpoint_file(const std::string& run_dir, int64_t step, cons
 }
 
 std::string commit_checkpoint(const std::string& run_dir, int64_t step, nlohmann::json meta,
-                              int64_t keep_last, int64_t keep_every) {
+                              int64_t keep_last, int64_t keep_every, const std::string& protect) {
   stdfs::path root = stdfs::path(run_dir) / "checkpoints";
   std::string name = "step_" + std::to_string(step);
   stdfs::path final_dir = root / name;
@@ -112,29 +119,97 @@ std::string commit_checkpoint(const std::string& run_dir, int64_t step, nlohmann
   openlm::fs::fsync_dir(root.string());
   openlm::fs::write_file_atomic((root / "latest").string(), name + "\n");
 
-  // Retention: never delete the one just written.
+  // Retention: never delete the one just written, nor the one this run resumed from (`protect`):
+  // until the run has been resumed from a newer one, it is the last checkpoint known to load.
+  // Checkpoints that failed verification were renamed aside at resume (set_aside_checkpoint), so
+  // they neither count towards keep_last nor get deleted.
   auto steps = list_steps(root.string());
   int64_t kept = 0;
   for (auto& [s, dir] : steps) {
     bool keep = kept < keep_last || s == step || (keep_every > 0 && s % keep_every == 0);
     if (kept < keep_last) ++kept;
+    if (!keep && !protect.empty()) {
+      std::error_code eq;
+      keep = stdfs::equivalent(dir, protect, eq) && !eq;
+    }
     if (!keep) stdfs::remove_all(dir, ec);
   }
   return final_dir.string();
 }
 
 std::string save_checkpoint(const std::string& run_dir, int64_t step, const CheckpointFiles& files,
-                            int64_t keep_last, int64_t keep_every) {
+                            int64_t keep_last, int64_t keep_every, const std::string& protect) {
   begin_checkpoint(run_dir, step);
   nlohmann::json meta = files.metadata;
   meta["files"] = nlohmann::json::object();
   for (auto& [file, tensors] : files.tensor_files)
     meta["files"][file] = write_checkpoint_file(run_dir, step, file, tensors);
-  return commit_checkpoint(run_dir, step, std::move(meta), keep_last, keep_every);
+  return commit_checkpoint(run_dir, step, std::move(meta), keep_last, keep_every, protect);
+}
+
+std::string checkpoint_member(const std::string& dir, const std::string& name, const std::string& what) {
+  auto bad = [&](const std::string& why) {
+    return DataError("checkpoint '" + dir + "': " + what + " names '" + name + "', " + why);
+  };
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
+      name.find('\0') != std::string::npos)
+    throw bad("which is not a file inside the checkpoint directory");
+  const stdfs::path p = stdfs::path(dir) / name;
+  struct stat st {};
+  if (::lstat(p.c_str(), &st) != 0) return p.string();  // absent: the caller reports it
+  if (S_ISLNK(st.st_mode)) throw bad("a symlink (a checkpoint holds only regular files)");
+  if (!S_ISREG(st.st_mode)) throw bad("which is not a regular file");
+  return p.string();
+}
+
+void check_counters(const std::string& dir, const nlohmann::json& meta) {
+  // Generous bounds: 10^12 steps, 10^18 tokens; anything beyond is a doctored or corrupt file.
+  constexpr int64_t kMaxSteps = 1'000'000'000'000LL, kMaxTokens = 1'000'000'000'000'000'000LL;
+  auto check = [&](const nlohmann::json& obj, const char* key, const std::string& name, int64_t lo, int64_t hi,
+                   bool required) -> int64_t {
+    if (!obj.is_object() || !obj.contains(key)) {
+      if (required) throw DataError("checkpoint '" + dir + "': metadata.json lacks '" + name + "'");
+      return lo;
+    }
+    const auto& v = obj[key];
+    const bool in_range = v.is_number_unsigned()  ? v.get<uint64_t>() >= static_cast<uint64_t>(lo) &&
+                                                        v.get<uint64_t>() <= static_cast<uint64_t>(hi)
+                          : v.is_number_integer() ? v.get<int64_t>() >= lo && v.get<int64_t>() <= hi
+                                                  : false;
+    if (!in_range)
+      throw DataError("checkpoint '" + dir + "': metadata.json '" + name + "' is " + v.dump() +
+                      ", expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return v.get<int64_t>();
+  };
+  const int64_t step = check(meta, "step", "step", 0, kMaxSteps, true);
+  check(meta, "optimizer_steps", "optimizer_steps", 0, kMaxSteps, false);
+  check(meta, "tokens_seen", "tokens_seen", 0, kMaxTokens, false);
+  check(meta, "world_size", "world_size", 1, 1 << 20, false);
+  if (meta.contains("lr_schedule")) {
+    check(meta["lr_schedule"], "step", "lr_schedule.step", 0, kMaxSteps, false);
+    check(meta["lr_schedule"], "total_steps", "lr_schedule.total_steps", 0, kMaxSteps, false);
+  }
+  const int64_t named = step_of(stdfs::path(dir).lexically_normal().filename().string());
+  if (named >= 0 && named != step)
+    throw DataError("checkpoint '" + dir + "': metadata.json 'step' is " + std::to_string(step) +
+                    " but the directory is step_" + std::to_string(named));
+}
+
+std::string set_aside_checkpoint(const std::string& dir) {
+  std::string base = stdfs::path(dir).lexically_normal().string();
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  for (int n = 1;; ++n) {
+    const std::string to = base + ".corrupt-" + std::to_string(n);
+    std::error_code ec;
+    if (stdfs::exists(stdfs::symlink_status(to, ec))) continue;
+    if (::rename(base.c_str(), to.c_str()) != 0) throw_errno("cannot move aside the failed checkpoint", base);
+    openlm::fs::fsync_dir(openlm::fs::parent_dir(to));
+    return to;
+  }
 }
 
 nlohmann::json verify_checkpoint(const std::string& dir, int part, int parts) {
-  stdfs::path meta_path = stdfs::path(dir) / "metadata.json";
+  stdfs::path meta_path = checkpoint_member(dir, "metadata.json", "the checkpoint layout");
   if (!stdfs::exists(meta_path)) throw DataError("checkpoint '" + dir + "' is incomplete: no metadata.json");
   nlohmann::json meta;
   try {
@@ -142,8 +217,22 @@ nlohmann::json verify_checkpoint(const std::string& dir, int part, int parts) {
   } catch (const nlohmann::json::exception& e) {
     throw DataError("checkpoint '" + dir + "': metadata.json is not valid JSON: " + e.what());
   }
-  if (!meta.contains("files") || !meta["files"].is_object() || !meta.contains("step"))
+  if (!meta.is_object() || !meta.contains("files") || !meta["files"].is_object() || !meta.contains("step"))
     throw DataError("checkpoint '" + dir + "': metadata.json lacks 'files' or 'step'");
+  check_counters(dir, meta);
+  // Every name is checked by every rank (cheap); only the hashing is shared out.
+  for (auto& [file, sum] : meta["files"].items()) checkpoint_member(dir, file, "metadata.json 'files'");
+  if (meta.contains("shards") && meta["shards"].is_object())
+    for (auto& [kind, list] : meta["shards"].items())
+      if (list.is_array())
+        for (auto& f : list)
+          if (f.is_object() && f.contains("file") && f["file"].is_string()) {
+            const std::string name = f["file"].get<std::string>();
+            checkpoint_member(dir, name, "metadata.json 'shards." + kind + "'");
+            if (!meta["files"].contains(name))
+              throw DataError("checkpoint '" + dir + "': metadata.json 'shards." + kind + "' names '" + name +
+                              "', which 'files' does not list (it would be read unverified)");
+          }
   int index = -1;
   for (auto& [file, sum] : meta["files"].items()) {
     if (++index % parts != part) continue;

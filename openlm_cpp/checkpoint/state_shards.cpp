@@ -1,6 +1,7 @@
 #include "openlm_cpp/checkpoint/state_shards.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -32,7 +33,7 @@ StateReader::StateReader(const std::string& dir, const nlohmann::json& meta, con
   auto bad = [&](const std::string& what) { return DataError("checkpoint '" + dir + "': " + what); };
   if (!meta.contains("shards")) {
     // One file of full tensors (import-hf output, or a hand-made checkpoint).
-    stdfs::path p = stdfs::path(dir) / (kind + ".safetensors");
+    stdfs::path p = checkpoint_member(dir, kind + ".safetensors", "the checkpoint layout");
     if (!stdfs::exists(p)) return;
     files_.push_back(std::make_unique<SafetensorsFile>(p.string()));
     for (auto& name : files_[0]->names()) {
@@ -56,7 +57,8 @@ StateReader::StateReader(const std::string& dir, const nlohmann::json& meta, con
     const std::string file = f["file"].get<std::string>();
     if (file.find('/') != std::string::npos || file == "..")
       throw bad("metadata.json names a shard outside the checkpoint: '" + file + "'");
-    files_.push_back(std::make_unique<SafetensorsFile>((stdfs::path(dir) / file).string()));
+    // A regular file inside the checkpoint, never a symlink or device (as for 'files').
+    files_.push_back(std::make_unique<SafetensorsFile>(checkpoint_member(dir, file, "metadata.json 'shards." + kind + "'")));
     const SafetensorsFile& sf = *files_.back();
     for (auto& [name, t] : f["tensors"].items()) {
       try {

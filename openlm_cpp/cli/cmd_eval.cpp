@@ -1,17 +1,19 @@
-// `openlm eval CHECKPOINT_OR_RUN --tokens FILE [--json]`: mean next-token loss on token sequences.
+// `openlm eval CHECKPOINT_OR_RUN --tokens FILE [--json] [--logits-out FILE.safetensors]`: mean next-token
+// loss on token sequences; optionally the fp32 logits of equal-length sequences as safetensors.
 #include <nlohmann/json.hpp>
 
 #include <fstream>
 #include <iostream>
 #include <sstream>
 
+#include "openlm_cpp/checkpoint/tensor_file.h"
 #include "openlm_cpp/cli/command.h"
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/train/inference.h"
 
 namespace {
 struct Args {
-  std::string source, tokens;
+  std::string source, tokens, logits_out;
   bool json = false;
 };
 
@@ -21,6 +23,9 @@ openlm::cli::Registrar reg("eval", [](CLI::App& root) {
   sub->add_option("source", a->source, "run directory, checkpoint directory or model.safetensors")->required();
   sub->add_option("--tokens", a->tokens, "file of whitespace-separated token ids, one sequence per line")->required();
   sub->add_flag("--json", a->json, "print one JSON object");
+  sub->add_option("--logits-out", a->logits_out,
+                  "also write the fp32 logits [sequences, T, vocab] of the whole sequences (all of equal length "
+                  "T <= seq_len) to this safetensors file, key \"logits\"");
   sub->callback([a] {
     std::ifstream in(a->tokens);
     if (!in) openlm::throw_errno("cannot open token file", a->tokens);
@@ -42,6 +47,11 @@ openlm::cli::Registrar reg("eval", [](CLI::App& root) {
       if (!s.empty()) seqs.push_back(std::move(s));
     }
     auto m = openlm::load_for_inference(a->source);
+    if (!a->logits_out.empty()) {  // before the loss, so that a refused input writes nothing
+      at::Tensor logits = openlm::sequence_logits(*m.model, seqs);
+      openlm::checkpoint::save_safetensors(a->logits_out, openlm::checkpoint::NamedTensors{{"logits", logits}},
+                                           {{"source", a->source}});
+    }
     auto r = openlm::evaluate_sequences(*m.model, seqs);
     nlohmann::json j = {{"loss", r.loss}, {"tokens", r.tokens}, {"sequences", seqs.size()}};
     std::cout << (a->json ? j.dump() : "loss " + std::to_string(r.loss) + " over " + std::to_string(r.tokens) + " tokens")

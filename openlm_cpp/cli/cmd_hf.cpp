@@ -11,6 +11,7 @@
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/core/log.h"
 #include "openlm_cpp/core/recipe.h"
+#include "openlm_cpp/model/model_stats.h"
 #include "openlm_cpp/tokenizer/tokenizer.h"
 
 namespace {
@@ -80,7 +81,10 @@ openlm::cli::Registrar import_reg("import-hf", [](CLI::App& root) {
   sub->add_option("--model", a->model, "model name or recipe (required for a .pt, which has no config)");
   sub->callback([a] {
     openlm::ModelConfig m;
-    if (!a->model.empty()) m = resolve_model(a->model);
+    if (!a->model.empty()) {
+      m = resolve_model(a->model);
+      openlm::check_weights_fit(m, a->model);  // before reading a .pt sized by it
+    }
     auto im = openlm::checkpoint::import_to_native(a->source, a->out, a->model.empty() ? nullptr : &m);
     std::cout << "imported " << a->source << " (" << im.origin << ", " << im.model.n_layers << " layers, dim "
               << im.model.dim << ") into " << a->out << std::endl;

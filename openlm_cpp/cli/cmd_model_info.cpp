@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <set>
 
 #include "openlm_cpp/cli/command.h"
 #include "openlm_cpp/core/error.h"
@@ -55,8 +56,19 @@ openlm::cli::Registrar reg("model-info", [](CLI::App& root) {
   sub->add_option("--grad-checkpointing", a->ckpt, "activation checkpointing (true/false)");
   sub->add_option("--set", a->sets, "override a model key: --set qk_norm=true");
   sub->callback([a] {
+    namespace cli = openlm::cli;
+    cli::require_option(a->world >= 1, "--world-size", "must be >= 1 (got " + std::to_string(a->world) + ")");
+    cli::require_option(a->micro >= 1, "--micro-batch", "must be >= 1 (got " + std::to_string(a->micro) + ")");
+    cli::require_option(a->group >= 0, "--shard-group-size",
+                        "must be >= 0, 0 = the world size (got " + std::to_string(a->group) + ")");
+    const std::set<std::string> strategies = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard"};
+    cli::require_option(strategies.count(a->strategy) > 0, "--strategy",
+                        "must be full_shard | shard_grad_op | no_shard | hybrid_shard (got '" + a->strategy + "')");
+    const std::set<std::string> precisions = {"fp32", "amp_bfloat16", "amp_bf16", "pure_bf16"};
+    cli::require_option(precisions.count(a->precision) > 0, "--precision",
+                        "must be fp32 | amp_bfloat16 | pure_bf16 (got '" + a->precision + "')");
     openlm::ModelConfig m = resolve(*a);
-    auto c = openlm::count_params(m);
+    auto c = openlm::check_model_size(m, a->what);
     double fpt = openlm::flops_per_token(m);
     auto mem = openlm::estimate_memory(m, a->precision, a->micro, a->ckpt, a->world, a->strategy, a->group);
     nlohmann::json j = {{"name", m.name},

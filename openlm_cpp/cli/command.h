@@ -8,7 +8,14 @@
 #include <map>
 #include <string>
 
+#include "openlm_cpp/core/error.h"
+
 namespace openlm::cli {
+
+/// Refuses an option value out of range: "<option>: <what>" (exit status 1, like other user errors).
+inline void require_option(bool ok, const std::string& option, const std::string& what) {
+  if (!ok) throw openlm::ConfigError(option, "", 0, what);
+}
 
 using Setup = std::function<void(CLI::App& root)>;
 

@@ -295,6 +295,7 @@ class Reader {
 
 YAML::Node load_yaml(const std::string& path) {
   if (!fs::exists(path)) throw ConfigError(path, "", 0, "file not found");
+  if (fs::is_directory(path)) throw ConfigError(path, "", 0, "is a directory, not a recipe file");
   try {
     return YAML::LoadFile(path);
   } catch (const YAML::ParserException& e) {
@@ -468,14 +469,14 @@ ModelConfig load_model(const std::string& name_or_path, const std::vector<std::s
   return m;
 }
 
-TrainConfig load_train_recipe(const std::string& path, const std::vector<std::string>& overrides) {
+namespace {
+TrainConfig train_recipe_from(YAML::Node root, const std::string& path, const std::string& base,
+                              const std::vector<std::string>& overrides) {
   detail::Origin o{path, {}, {}};
-  YAML::Node root = load_yaml(path);
   if (!root.IsMap()) throw ConfigError(path, "", 0, "a train recipe must be a YAML mapping");
   for (auto& s : overrides) apply_override(root, s, o);
   TrainConfig c;
   c.source_file = path;
-  std::string base = fs::path(path).parent_path().string();
   Reader r(root, o, "", base);
   fields(r, c);
   r.finish();
@@ -483,6 +484,24 @@ TrainConfig load_train_recipe(const std::string& path, const std::vector<std::st
   // Relative data and tokenizer paths are as written (relative to the working directory).
   detail::validate_train_fields(c, o);
   return c;
+}
+}  // namespace
+
+TrainConfig load_train_recipe(const std::string& path, const std::vector<std::string>& overrides) {
+  return train_recipe_from(load_yaml(path), path, fs::path(path).parent_path().string(), overrides);
+}
+
+TrainConfig load_train_recipe_text(const std::string& text, const std::string& source, const std::string& base_dir,
+                                   const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(source, "", e.mark.line + 1, std::string("YAML syntax error: ") + e.msg);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(source, "", 0, std::string("cannot read YAML: ") + e.what());
+  }
+  return train_recipe_from(root, source, base_dir, overrides);
 }
 
 nlohmann::json to_json(const TrainConfig& c) {

@@ -14,6 +14,11 @@ namespace openlm {
 /// Loads recipes/train/*.yaml (or a resolved config.json). `overrides` are "a.b=value" strings
 /// (value parsed as YAML), applied before validation.
 TrainConfig load_train_recipe(const std::string& path, const std::vector<std::string>& overrides = {});
+/// The same, for a recipe held in memory (e.g. the resolved config embedded in a checkpoint's
+/// metadata.json): `text` is YAML or JSON, `source` is the file errors name (and source_file),
+/// `base_dir` the directory relative model recipe paths are resolved against. Writes no file.
+TrainConfig load_train_recipe_text(const std::string& text, const std::string& source, const std::string& base_dir,
+                                   const std::vector<std::string>& overrides = {});
 
 /// Resolves a model by registry name ("open_lm_1b") or by path to a model recipe, then applies
 /// "key=value" overrides (model keys without the "model." prefix).

@@ -26,9 +26,17 @@ struct Origin {
       key.resize(dot);
     }
   }
-  std::string file_of(const std::string& key) const {
-    return from_cli.count(key) ? std::string("--set ") + key : file;
+  /// "--set <k>" when the key, or a mapping or list above it, came from --set k=...; else the file.
+  std::string file_of(std::string key) const {
+    for (;;) {
+      if (from_cli.count(key)) return std::string("--set ") + key;
+      auto cut = key.find_last_of(".[");
+      if (cut == std::string::npos || cut == 0) return file;
+      key.resize(cut);
+    }
   }
+  /// Whether the recipe (or a --set) wrote this exact key, as opposed to a default.
+  bool present(const std::string& key) const { return lines.count(key) > 0 || from_cli.count(key) > 0; }
   [[noreturn]] void fail(const std::string& key, const std::string& what) const {
     throw ConfigError(file_of(key), key, line(key), what);
   }

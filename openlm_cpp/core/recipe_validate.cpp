@@ -18,17 +18,21 @@ void one_of(const Origin& o, const std::string& key, const std::string& v,
   o.fail(key, "invalid value '" + v + "' (expected " + list + ")");
 }
 
+/// A required positive integer: "missing required key" only when the recipe does not write it.
+void positive(const Origin& o, const std::string& key, int64_t v) {
+  if (v > 0) return;
+  if (v == 0 && !o.lines.empty() && !o.present(key)) o.fail(key, "missing required key (must be > 0)");
+  o.fail(key, "must be > 0 (got " + std::to_string(v) + ")");
+}
+
 }  // namespace
 
 void validate_model_fields(const ModelConfig& m, const Origin& o, const std::string& p) {
-  auto positive = [&](const char* k, int64_t v) {
-    if (v <= 0) o.fail(p + k, v == 0 ? "missing required key (must be > 0)" : "must be > 0");
-  };
-  positive("dim", m.dim);
-  positive("n_layers", m.n_layers);
-  positive("n_heads", m.n_heads);
-  positive("seq_len", m.seq_len);
-  positive("vocab_size", m.vocab_size);
+  positive(o, p + "dim", m.dim);
+  positive(o, p + "n_layers", m.n_layers);
+  positive(o, p + "n_heads", m.n_heads);
+  positive(o, p + "seq_len", m.seq_len);
+  positive(o, p + "vocab_size", m.vocab_size);
   if (m.n_heads > m.dim) o.fail(p + "n_heads", "n_heads exceeds dim: head_dim = dim // n_heads would be 0");
   if (m.n_kv_heads < 0) o.fail(p + "n_kv_heads", "must be >= 0 (0 means n_heads)");
   if (m.n_kv_heads > 0 && m.n_heads % m.n_kv_heads != 0)
@@ -57,8 +61,8 @@ void validate_train_fields(const TrainConfig& c, const Origin& o) {
   one_of(o, "init_from_mode", c.init_from_mode, {"weights", "full"});
   one_of(o, "data.on_epoch_end", c.data.on_epoch_end, {"next_epoch", "stop"});
   one_of(o, "tokenizer.type", c.tokenizer.type, {"sentencepiece"});
-  if (c.batch.global_batch_size <= 0) o.fail("batch.global_batch_size", "missing required key (must be > 0)");
-  if (c.batch.micro_batch_size <= 0) o.fail("batch.micro_batch_size", "missing required key (must be > 0)");
+  positive(o, "batch.global_batch_size", c.batch.global_batch_size);
+  positive(o, "batch.micro_batch_size", c.batch.micro_batch_size);
   accumulation_steps(c, 1);
   if (c.max_steps < 0) o.fail("max_steps", "must be >= 0");
   if (c.train_num_tokens < 0) o.fail("train_num_tokens", "must be >= 0");
@@ -107,6 +111,7 @@ void validate_train_fields(const TrainConfig& c, const Origin& o) {
   if (!(c.parallel.timeout_s > 0)) o.fail("parallel.timeout_s", "must be > 0");
   if (c.generate.max_new_tokens < 0) o.fail("generate.max_new_tokens", "must be >= 0");
   if (c.generate.temperature < 0) o.fail("generate.temperature", "must be >= 0");
+  if (c.generate.top_k < 0) o.fail("generate.top_k", "must be >= 0 (0 = off)");
   if (!(c.generate.top_p > 0 && c.generate.top_p <= 1)) o.fail("generate.top_p", "must be in (0, 1]");
   if (c.run_dir.empty()) o.fail("run_dir", "must not be empty");
 }

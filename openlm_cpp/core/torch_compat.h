@@ -6,6 +6,7 @@
 #include <ATen/core/grad_mode.h>  // at::NoGradGuard (not in ATen.h on 2.x)
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -36,8 +37,23 @@ inline at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tenso
   c10::optional<at::Tensor> m = mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt;
   return at::scaled_dot_product_attention(q, k, v, m, 0.0, causal && !mask.defined());
 #else
-  // Plain attention: scores in the input dtype, softmax in fp32 for stability.
   double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  const int64_t Tq = q.size(-2), Tk = k.size(-2);
+  constexpr int64_t kBlock = 128;  // query rows per block
+  if (!mask.defined() && causal && Tq == Tk && Tq > kBlock) {
+    // Causal self-attention in query blocks: rows [s, s+n) attend keys [0, s+n), so at most
+    // [B, H, 128, T] fp32 scores exist at a time instead of [B, H, T, T].
+    std::vector<at::Tensor> outs;
+    for (int64_t s = 0; s < Tq; s += kBlock) {
+      const int64_t n = std::min(kBlock, Tq - s), e = s + n;
+      at::Tensor sc = at::matmul(q.narrow(-2, s, n), k.narrow(-2, 0, e).transpose(-2, -1)).to(at::kFloat).mul_(scale);
+      at::Tensor allowed = at::ones({n, e}, q.options().dtype(at::kBool)).tril_(s);  // key j <= s + i
+      sc.masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+      outs.push_back(at::matmul(at::softmax(sc, -1).to(v.scalar_type()), v.narrow(-2, 0, e)));  // [B, H, n, hd]
+    }
+    return at::cat(outs, -2);
+  }
+  // Plain attention: scores in the input dtype, softmax in fp32 for stability.
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).to(at::kFloat).mul_(scale);
   at::Tensor allowed = mask;
   if (!allowed.defined() && causal)

@@ -228,7 +228,7 @@ TransformerModule::TransformerModule(const ModelConfig& c) : cfg(c) {
                                                            : at::empty({c.vocab_size, c.dim})));
 }
 
-at::Tensor TransformerModule::forward(const at::Tensor& tokens, KVCache* cache) {
+at::Tensor TransformerModule::forward_hidden(const at::Tensor& tokens, KVCache* cache) {
   if (tokens.dim() != 2) throw Error("Transformer::forward: tokens must be [B, T]");
   int64_t offset = cache ? cache->length : 0;
   if (cache && cache->k.empty()) {
@@ -244,8 +244,13 @@ at::Tensor TransformerModule::forward(const at::Tensor& tokens, KVCache* cache) 
     x = layers[i]->forward(x, run, cache ? &cache->k[i] : nullptr, cache ? &cache->v[i] : nullptr, offset);
     if (hooks) hooks->after_forward(unit, x);
   }
-  x = norm->forward(x, run);
+  x = norm->forward(x, run);  // [B, T, d]
   if (cache) cache->length += tokens.size(1);
+  return x;
+}
+
+at::Tensor TransformerModule::forward(const at::Tensor& tokens, KVCache* cache) {
+  at::Tensor x = forward_hidden(tokens, cache);
   at::Tensor logits = linear(x, output->weight, run).to(at::kFloat);  // [B, T, V] fp32
   if (hooks) hooks->after_forward(0, logits);
   return logits;

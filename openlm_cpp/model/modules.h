@@ -84,6 +84,8 @@ TORCH_MODULE(Block);
 struct TransformerModule : torch::nn::Module {
   explicit TransformerModule(const ModelConfig& c);
   at::Tensor forward(const at::Tensor& tokens, KVCache* cache);
+  /// Everything but the output projection: the final norm's output [B, T, d].
+  at::Tensor forward_hidden(const at::Tensor& tokens, KVCache* cache);
   void init_weights();
   ModelConfig cfg;
   RunOptions run;

@@ -49,6 +49,14 @@ Transformer::~Transformer() = default;
 
 at::Tensor Transformer::forward(const at::Tensor& tokens, KVCache* cache) { return m_->forward(tokens, cache); }
 
+at::Tensor Transformer::forward_hidden(const at::Tensor& tokens) {
+  at::Tensor h = m_->forward_hidden(tokens, nullptr);
+  if (m_->hooks) m_->hooks->after_forward(0, h);
+  return h;
+}
+
+at::Tensor Transformer::output_weight() const { return m_->output->weight; }
+
 NamedTensors Transformer::named_parameters() const {
   NamedTensors out;
   for (auto& kv : m_->named_parameters(true)) out.emplace_back(kv.key(), kv.value());

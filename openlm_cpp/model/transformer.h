@@ -44,7 +44,13 @@ class Transformer {
   /// positions cache->length.. and the cache is extended.
   at::Tensor forward(const at::Tensor& tokens, KVCache* cache = nullptr);
 
-  /// Final hidden states after the last norm, [B, T, d] (for chunked loss kernels).
+  /// The forward without the output projection: the final norm's output [B, T, d] (parameter
+  /// or compute dtype), for loss kernels that apply the head themselves (train/loss.h). Unit
+  /// hooks run as in forward(); the root's after_forward sees the hidden states.
+  at::Tensor forward_hidden(const at::Tensor& tokens);
+  /// The output projection's weight [V, d] (tok_embeddings' when tied).
+  at::Tensor output_weight() const;
+
   const ModelConfig& config() const { return cfg_; }
 
   /// Parameters by OpenLM name, in registration order (tied weights appear once per name).

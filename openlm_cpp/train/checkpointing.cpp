@@ -1,6 +1,7 @@
 // The checkpoint side of a training run: per-rank sharded saves (sync or async), resume with
 // resharding, and init_from a native checkpoint's full state. Formats: docs/CHECKPOINT_FORMAT.md.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 
@@ -100,6 +101,9 @@ std::pair<std::string, std::string> rng_states(const Run& r) {
 }
 
 void restore_rng(const Run& r, const std::string& dir, const nlohmann::json& meta) {
+  // Only when metadata.json lists it, i.e. verify_checkpoint has checked it (a regular file inside
+  // the checkpoint whose checksum matches).
+  if (!meta.contains("files") || !meta["files"].contains("rng.safetensors")) return;
   stdfs::path p = stdfs::path(dir) / "rng.safetensors";
   if (!stdfs::exists(p)) return;
   if (meta.value("world_size", 1) != r.env.world_size) {
@@ -128,8 +132,10 @@ struct FileJob {
 
 /// The first of `candidates` (as rank 0 lists them) whose checksums verify; the ranks share the
 /// hashing, each reading a share of the files. "" when none does. With `must_verify` (an explicit
-/// path) a failure is an error instead of a reason to try the next one.
-std::string agreed_checkpoint(Run& r, std::vector<std::string> candidates, bool must_verify, nlohmann::json& meta) {
+/// path) a failure is an error instead of a reason to try the next one. `failed` gets each
+/// candidate tried before it that failed, with the reason.
+std::string agreed_checkpoint(Run& r, std::vector<std::string> candidates, bool must_verify, nlohmann::json& meta,
+                              std::vector<std::pair<std::string, std::string>>* failed = nullptr) {
   if (r.comm) {
     auto listed = gather_strings(r, nlohmann::json(candidates).dump());
     candidates = nlohmann::json::parse(listed[0]).get<std::vector<std::string>>();
@@ -148,8 +154,16 @@ std::string agreed_checkpoint(Run& r, std::vector<std::string> candidates, bool 
     if (first.empty()) return dir;
     if (must_verify) throw DataError(first);
     if (r.env.rank == 0) log::warn("skipping checkpoint: {}", first);
+    if (failed) failed->emplace_back(dir, first);
   }
   return "";
+}
+
+/// "  <dir>: <why>" lines, one per failed checkpoint.
+std::string failure_list(const std::vector<std::pair<std::string, std::string>>& failed) {
+  std::string out;
+  for (auto& [dir, why] : failed) out += "\n  " + stdfs::path(dir).filename().string() + ": " + why;
+  return out;
 }
 
 /// Loads this rank's slices of the weights (and optimizer state) from any saved layout.
@@ -191,7 +205,8 @@ void commit_pending(Run& r) {
     try {
       p->metadata["files"] = files;
       std::string dir = checkpoint::commit_checkpoint(r.cfg.run_dir, p->step, std::move(p->metadata),
-                                                      r.cfg.checkpoint.keep_last, r.cfg.checkpoint.keep_every);
+                                                      r.cfg.checkpoint.keep_last, r.cfg.checkpoint.keep_every,
+                                                      r.resumed_from);
       log::info("checkpoint saved: {}", dir);
     } catch (const std::exception& e) {
       commit_error = e.what();
@@ -300,12 +315,38 @@ void finish_pending_save(Run& r) {
 void resume_run(Run& r) {
   if (r.cfg.resume.empty()) return;
   nlohmann::json meta;
+  std::vector<std::pair<std::string, std::string>> failed;
   std::string dir = agreed_checkpoint(r, checkpoint::checkpoint_candidates(r.cfg.run_dir, r.cfg.resume),
-                                      r.cfg.resume != "latest", meta);
+                                      r.cfg.resume != "latest", meta, &failed);
+  if (dir.empty() && !failed.empty()) {
+    // Checkpoints exist but none verifies: starting from step 0 would silently throw the run away
+    // and overwrite them. Stop before anything is written under checkpoints/.
+    throw DataError(
+        "resume=latest: none of the " + std::to_string(failed.size()) + " checkpoint(s) in " +
+        (stdfs::path(r.cfg.run_dir) / "checkpoints").string() +
+        " passes verification, so there is nothing to resume from; refusing to start from step 0 over them "
+        "(they are left untouched):" +
+        failure_list(failed) +
+        "\nTo start afresh deliberately, train into another run directory (--run-dir DIR) or move these "
+        "checkpoints out of the way first; to resume, restore an intact copy of one of them.");
+  }
   if (dir.empty()) {
     log::info("resume: no checkpoint in {} yet, starting from scratch", r.cfg.run_dir);
     return;
   }
+  r.resumed_from = dir;
+  // Newer checkpoints that failed verification are moved aside (renamed, never deleted), so that
+  // retention neither keeps them in place of good ones nor deletes the user's data, and a later
+  // save of the same step does not replace them.
+  if (r.env.rank == 0)
+    for (auto& [bad, why] : failed) {
+      try {
+        std::string to = checkpoint::set_aside_checkpoint(bad);
+        log::warn("resume: moved the checkpoint that failed verification aside: {} -> {}", bad, to);
+      } catch (const std::exception& e) {
+        log::warn("resume: could not move {} aside ({}); it stays in place", bad, e.what());
+      }
+    }
   load_state(r, dir, meta, /*optimizer=*/true);
   r.data->restore(meta.at("data_state"));
   r.start = meta.at("step").get<int64_t>();
@@ -321,11 +362,13 @@ void resume_run(Run& r) {
 void init_full_state(Run& r, const std::string& source) {
   nlohmann::json meta;
   const bool checkpoint_dir = stdfs::exists(stdfs::path(source) / "metadata.json");
+  std::vector<std::pair<std::string, std::string>> failed;
   std::string dir = agreed_checkpoint(
-      r, checkpoint::checkpoint_candidates(source, checkpoint_dir ? source : "latest"), checkpoint_dir, meta);
+      r, checkpoint::checkpoint_candidates(source, checkpoint_dir ? source : "latest"), checkpoint_dir, meta, &failed);
   if (dir.empty())
     throw ConfigError(r.cfg.source_file, "init_from", 0,
-                      "'" + source + "' holds no complete native checkpoint (init_from_mode: full needs one)");
+                      "'" + source + "' holds no complete native checkpoint (init_from_mode: full needs one)" +
+                          (failed.empty() ? std::string() : "; none of its checkpoints verifies:" + failure_list(failed)));
   load_state(r, dir, meta, /*optimizer=*/true);
   r.start = meta.at("step").get<int64_t>();
   r.tokens_seen = meta.value("tokens_seen", int64_t{0});

@@ -1,6 +1,7 @@
 #include "openlm_cpp/train/inference.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <filesystem>
 
@@ -10,6 +11,7 @@
 #include "openlm_cpp/checkpoint/tensor_file.h"
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/core/recipe.h"
+#include "openlm_cpp/model/model_stats.h"
 #include "openlm_cpp/train/trainer.h"
 
 namespace stdfs = std::filesystem;
@@ -22,14 +24,12 @@ namespace {
 TrainConfig find_config(const stdfs::path& start) {
   for (stdfs::path d = start; !d.empty(); d = d.parent_path()) {
     if (stdfs::exists(d / "metadata.json")) {
-      auto meta = nlohmann::json::parse(openlm::fs::read_file((d / "metadata.json").string()));
-      if (meta.contains("config")) {
-        stdfs::path tmp = stdfs::temp_directory_path() / ("openlm_cfg_" + std::to_string(::getpid()) + ".json");
-        openlm::fs::write_file_atomic(tmp.string(), meta["config"].dump());
-        TrainConfig c = load_train_recipe(tmp.string());
-        stdfs::remove(tmp);
-        return c;
-      }
+      const std::string meta_path = (d / "metadata.json").string();
+      auto meta = nlohmann::json::parse(openlm::fs::read_file(meta_path), nullptr, /*allow_exceptions=*/false);
+      if (meta.is_discarded()) throw DataError(meta_path + ": not valid JSON");
+      // The embedded config is parsed in memory: no temporary file (docs/CHECKPOINT_FORMAT.md).
+      if (meta.is_object() && meta.contains("config"))
+        return load_train_recipe_text(meta["config"].dump(), meta_path, d.string());
     }
     if (stdfs::exists(d / "config.json")) return load_train_recipe((d / "config.json").string());
     if (d == d.parent_path()) break;
@@ -49,7 +49,9 @@ LoadedModel load_for_inference(const std::string& source, const std::string& tok
     out.model = std::make_unique<Transformer>(im.model, 0);
     out.model->load_named(NamedTensors(im.tensors.begin(), im.tensors.end()));
   } else {
+    checkpoint::require_own_config(source);  // not a parent's config.json for an HF dir without one
     out.config = find_config(stdfs::is_directory(p) ? p : p.parent_path());
+    check_weights_fit(out.config.model, out.config.source_file);  // before allocating the model
     out.model = std::make_unique<Transformer>(out.config.model, 0);
     auto tensors = checkpoint::load_model_weights(source);
     out.model->load_named(NamedTensors(tensors.begin(), tensors.end()));
@@ -84,6 +86,31 @@ EvalResult evaluate_sequences(Transformer& model, const std::vector<std::vector<
   }
   r.loss = r.tokens > 0 ? sum / static_cast<double>(r.tokens) : 0.0;
   return r;
+}
+
+at::Tensor sequence_logits(Transformer& model, const std::vector<std::vector<int64_t>>& seqs) {
+  if (seqs.empty()) throw DataError("logits: no token sequences");
+  const int64_t V = model.config().vocab_size;
+  const int64_t T = static_cast<int64_t>(seqs[0].size());
+  std::vector<int64_t> flat;
+  flat.reserve(seqs.size() * seqs[0].size());
+  for (std::size_t i = 0; i < seqs.size(); ++i) {
+    if (static_cast<int64_t>(seqs[i].size()) != T)
+      throw DataError("logits need sequences of equal length: sequence 1 has " + std::to_string(T) +
+                      " tokens, sequence " + std::to_string(i + 1) + " has " + std::to_string(seqs[i].size()));
+    for (auto id : seqs[i])
+      if (id < 0 || id >= V)
+        throw DataError("sequence " + std::to_string(i + 1) + ": token id " + std::to_string(id) +
+                        " outside the vocabulary [0, " + std::to_string(V) + ")");
+    flat.insert(flat.end(), seqs[i].begin(), seqs[i].end());
+  }
+  if (T > model.config().seq_len)
+    throw DataError("logits: sequences of " + std::to_string(T) + " tokens exceed the model's seq_len " +
+                    std::to_string(model.config().seq_len));
+  at::NoGradGuard no_grad;
+  model.train(false);
+  at::Tensor t = at::tensor(flat, at::kLong).view({static_cast<int64_t>(seqs.size()), T}).to(model.device());
+  return model.forward(t).to(at::kFloat).to(at::kCPU).contiguous();
 }
 
 }  // namespace openlm

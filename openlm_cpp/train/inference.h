@@ -27,4 +27,10 @@ struct EvalResult {
 /// Each sequence is scored on its own (inputs seq[:-1], targets seq[1:]), cropped to seq_len+1.
 EvalResult evaluate_sequences(Transformer& model, const std::vector<std::vector<int64_t>>& seqs);
 
+/// The model's fp32 logits [sequences, T, vocab] (on CPU) at every position of each whole
+/// sequence (inputs = the sequence itself, nothing cropped, as Hugging Face's `model(ids).logits`).
+/// Throws DataError when the sequences differ in length (naming the first that differs), when
+/// T exceeds the model's seq_len, or when a token id is outside the vocabulary.
+at::Tensor sequence_logits(Transformer& model, const std::vector<std::vector<int64_t>>& seqs);
+
 }  // namespace openlm

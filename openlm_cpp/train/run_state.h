@@ -43,6 +43,7 @@ struct Run {
   int64_t tokens_seen = 0;
   int64_t state_bytes = 0;  // this rank's parameters + gradients + optimizer state
   std::unique_ptr<PendingSave> pending;  // checkpoint.async: the write in flight
+  std::string resumed_from;  // the checkpoint `resume:` loaded; retention never deletes it
 };
 
 /// Collective. Writes checkpoint `step`: every rank that holds a distinct shard writes its slices

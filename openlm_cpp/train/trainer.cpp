@@ -1,6 +1,9 @@
 #include "openlm_cpp/train/trainer.h"
 
 #include <ATen/ATen.h>
+#ifdef OPENLM_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#endif
 
 #include <sys/resource.h>
 
@@ -92,6 +95,39 @@ TrainConfig resolve_inputs(TrainConfig cfg) {
   return cfg;
 }
 
+/// Refuses, before anything is allocated, a run whose estimated memory (model_stats.h: weights,
+/// gradients, AdamW state, activations, logits) cannot fit: on CUDA the device's memory per rank;
+/// on the host (always: every rank first builds the whole fp32 model there) the estimate times the
+/// ranks of this node against host_memory_limit(). Names the recipe.
+void check_training_memory(const TrainConfig& cfg, const DistEnv& env, const at::Device& device) {
+  const ParamCounts counts = check_model_size(cfg.model, cfg.source_file);
+  const std::string strategy = env.world_size > 1 ? cfg.parallel.strategy : "no_shard";
+  const MemoryEstimate est = estimate_memory(cfg.model, cfg.precision, cfg.batch.micro_batch_size,
+                                             cfg.grad_checkpointing, env.world_size, strategy,
+                                             cfg.parallel.shard_group_size);
+  const std::string setup = cfg.precision + ", micro-batch " + std::to_string(cfg.batch.micro_batch_size) + ", " +
+                            std::to_string(env.world_size) + " rank" + (env.world_size == 1 ? "" : "s") +
+                            (env.world_size > 1 ? " " + strategy : std::string());
+  const double full_fp32 = 4.0 * static_cast<double>(counts.total);
+  const double ranks_here = std::max(1, env.local_world_size);
+  if (device.is_cuda()) {
+#ifdef OPENLM_WITH_CUDA
+    const auto* prop = at::cuda::getDeviceProperties(device.index());
+    require_memory(cfg.model, est.total(), "training per device (" + setup + ")", cfg.source_file,
+                   {static_cast<double>(prop->totalGlobalMem), "CUDA device " + std::to_string(device.index()) + " memory"});
+#endif
+    require_memory(cfg.model, full_fp32 * ranks_here,
+                   "building its fp32 weights on the host (" + std::to_string(env.local_world_size) + " rank(s) on this node)",
+                   cfg.source_file, host_memory_limit());
+  } else {
+    require_memory(cfg.model, std::max(est.total(), full_fp32) * ranks_here,
+                   "training (" + setup +
+                       (env.local_world_size > 1 ? ", " + std::to_string(env.local_world_size) + " of them on this node"
+                                                 : std::string()) + ")",
+                   cfg.source_file, host_memory_limit());
+  }
+}
+
 Run build(const TrainConfig& cfg_in) {
   Run r;
   r.cfg = resolve_inputs(cfg_in);
@@ -101,6 +137,7 @@ Run build(const TrainConfig& cfg_in) {
   r.accum = accumulation_steps(cfg, r.env.world_size);
   r.total = total_steps(cfg);
   if (at::hasCUDA()) r.device = at::Device(at::kCUDA, r.env.local_rank);
+  check_training_memory(cfg, r.env, r.device);
 
   r.model = std::make_unique<Transformer>(cfg.model, cfg.seed);
   if (!cfg.init_from.empty() && cfg.init_from_mode != "full") {
@@ -272,9 +309,12 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
       at::Tensor inputs = tokens.slice(1, 0, -1), targets = tokens.slice(1, 1);
       if (masked)  // instruction data: only response tokens (and their eos) are targets
         targets = targets.masked_fill(m.slice(1, 1).to(r.device, /*non_blocking=*/true).logical_not(), -100);
-      LossParts lp = lm_loss(r.model->forward(inputs), targets, cfg.optim.z_loss);
-      if (masked) (lp.ce * weight[micro] + lp.z / static_cast<double>(r.accum)).backward();
-      else (lp.total / static_cast<double>(r.accum)).backward();
+      // Masked: this micro-batch's share of the global batch's targets; else 1 / accumulation.
+      const double inv_accum = 1.0 / static_cast<double>(r.accum);
+      HeadLoss lp = fused_head_loss(r.model->forward_hidden(inputs), r.model->output_weight(), targets,
+                                    cfg.optim.z_loss, masked ? weight[micro] : inv_accum, inv_accum, 0,
+                                    r.model->compute_dtype());
+      lp.objective.backward();
       // This micro-batch's share of the global batch's targets: weight / W (1 / (accum * W) unmasked).
       at::Tensor ce = lp.ce.detach() * (weight[micro] / W);
       loss_sum = loss_sum.defined() ? loss_sum + ce : ce;

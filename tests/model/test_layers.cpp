@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "openlm_cpp/core/torch_compat.h"
 #include "openlm_cpp/model/modules.h"
 
 using namespace openlm;
@@ -108,4 +109,26 @@ TEST(Attention, QkNormIsOverTheFullVectorBeforeHeads) {
   auto x = torch::tensor({{{1.0f, 2.0f, 3.0f, 4.0f}}});
   auto y = a->forward(x, fp32(), nullptr, nullptr, 0);
   EXPECT_TRUE(torch::allclose(y, x, 1e-5, 1e-6));  // one token attends to itself: output = v = x
+}
+
+// compat::sdpa (SDPA on 2.x; on 1.13 causal attention in query blocks for long sequences) equals
+// softmax(q k^T / sqrt(hd) + causal mask) v spelled out, in values and gradients, for lengths
+// below, at and not a multiple of the block size.
+TEST(Attention, CompatSdpaEqualsSpelledOutCausalAttention) {
+  torch::manual_seed(4);
+  for (int64_t T : {5, 128, 300}) {
+    auto q0 = torch::randn({2, 3, T, 8}), k0 = torch::randn({2, 3, T, 8}), v0 = torch::randn({2, 3, T, 8});
+    auto q1 = q0.clone().requires_grad_(), k1 = k0.clone().requires_grad_(), v1 = v0.clone().requires_grad_();
+    auto s = torch::matmul(q1, k1.transpose(-2, -1)) / std::sqrt(8.0);
+    s = s.masked_fill(torch::ones({T, T}, torch::kBool).tril().logical_not(), -INFINITY);
+    auto ref = torch::matmul(torch::softmax(s, -1), v1);
+    auto q2 = q0.clone().requires_grad_(), k2 = k0.clone().requires_grad_(), v2 = v0.clone().requires_grad_();
+    auto got = openlm::compat::sdpa(q2, k2, v2, at::Tensor(), true);
+    EXPECT_TRUE(torch::allclose(got, ref, 1e-5, 1e-5)) << "T=" << T << " " << (got - ref).abs().max();
+    auto w = torch::randn_like(ref);
+    (ref * w).sum().backward();
+    (got * w).sum().backward();
+    for (auto [a, b] : {std::pair{q1, q2}, std::pair{k1, k2}, std::pair{v1, v2}})
+      EXPECT_TRUE(torch::allclose(a.grad(), b.grad(), 1e-4, 1e-5)) << "T=" << T << " " << (a.grad() - b.grad()).abs().max();
+  }
 }
