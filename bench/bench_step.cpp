@@ -24,7 +24,7 @@
 #include "openlm_cpp/model/model_stats.h"
 #include "openlm_cpp/model/transformer.h"
 #include "openlm_cpp/optim/adamw.h"
-#include "openlm_cpp/train/loss.h"
+#include "bench/train_step.h"
 
 using namespace openlm;
 
@@ -79,23 +79,10 @@ int main(int argc, char** argv) try {
   if (precision == "amp_bfloat16") m.set_compute_dtype(at::kBFloat16);
   m.set_grad_checkpointing(ckpt);
   m.train(true);
-  OptimConfig oc;
-  std::vector<AdamW::Param> ps;
-  for (auto& [n, t] : m.named_parameters()) ps.push_back({n, t, true, at::Tensor()});
-  AdamW opt(ps, oc);
+  AdamW opt = bench::make_adamw(m);
   at::Tensor tokens = at::randint(0, c.vocab_size, {B, c.seq_len + 1}, at::TensorOptions().dtype(at::kLong)).to(dev);
   at::Tensor loss;
-  auto step = [&] {
-    auto lp = fused_head_loss(m.forward_hidden(tokens.slice(1, 0, -1)), m.output_weight(), tokens.slice(1, 1), 1e-4,
-                              1.0, 1.0, 0, m.compute_dtype());
-    lp.objective.backward();
-    std::vector<at::Tensor> g;
-    for (auto& p : opt.params()) g.push_back(p.value.grad());
-    clip_grads(g, 1.0, grad_norm(g));
-    opt.step(1e-4);
-    for (auto& p : opt.params()) p.value.mutable_grad() = at::Tensor();
-    loss = lp.objective.detach();
-  };
+  auto step = [&] { loss = bench::train_step(m, opt, tokens, 1e-4); };
   for (int64_t i = 0; i < warm; ++i) step();
   (void)loss.item<double>();  // device idle before the clock starts
   auto t0 = std::chrono::steady_clock::now();
