@@ -122,7 +122,10 @@ class Group {
       }
       if (int s = stop_sig) {
         signal = s;
-        log::warn("openlm launch: received {}, forwarding to {} rank(s)", signal_name(s), count_running());
+        log::warn("openlm launch: received {}, forwarding to {} rank(s) (they save a checkpoint and stop; "
+                  "SIGKILL after {} s{})",
+                  signal_name(s), count_running(), o_.stop_grace_s,
+                  s == SIGINT ? ", or at once on a second Ctrl-C" : "");
         stop(s);
         break;
       }
@@ -199,7 +202,8 @@ class Group {
     bool killed = false;
     while (any_running()) {
       poll_once(50);
-      if (int s = sigs_.drain(); s != 0 && !killed) {  // a second Ctrl-C: no more patience
+      if (int s = sigs_.drain(); s == SIGINT && !killed) {  // a (second) Ctrl-C: no more patience
+        log::warn("openlm launch: received SIGINT again; killing the ranks now");
         deadline = Clock::now();
       }
       for (auto& c : children_) reap(c, true);

@@ -81,16 +81,29 @@ ExportResult write_hf(const ImportedModel& model, const std::string& out_dir, co
                            {{"source", "openlm-cpp"}, {"hf_format", hf::format_name(opt.format)}});
   tensors.clear();
   const stdfs::path out(out_dir);
-  bool has_tok_config = false, has_spm = false;
+  bool has_tok_config = false, has_spm = false, has_json = false;
   for (const auto& f : model.tokenizer_files) {
     std::string name = stdfs::path(f).filename().string();
-    // A run's SentencePiece model may be called anything; HF expects tokenizer.model.
-    if (model.tokenizer.type == "sentencepiece" && f == model.tokenizer.path) name = "tokenizer.model";
+    // A run's tokenizer file may be called anything; HF expects tokenizer.model / tokenizer.json.
+    if (f == model.tokenizer.path)
+      name = stdfs::path(f).extension() == ".json" ? "tokenizer.json"
+             : model.tokenizer.type == "sentencepiece" ? "tokenizer.model" : name;
     const stdfs::path dst = out / name;
     if (!(stdfs::exists(dst) && stdfs::equivalent(f, dst))) fs::copy_file_atomic(f, dst.string());
     r.tokenizer_files.push_back(name);
     has_tok_config |= name == "tokenizer_config.json";
     has_spm |= name == "tokenizer.model";
+    has_json |= name == "tokenizer.json";
+  }
+  if (has_json && !has_spm && !has_tok_config) {
+    // transformers loads a tokenizer.json through PreTrainedTokenizerFast (the special tokens are
+    // in the file's added_tokens).
+    nlohmann::json tc = {{"tokenizer_class", "PreTrainedTokenizerFast"},
+                         {"clean_up_tokenization_spaces", false},
+                         {"model_max_length", m.seq_len}};
+    fs::write_file_atomic((out / "tokenizer_config.json").string(), tc.dump(2) + "\n");
+    r.tokenizer_files.push_back("tokenizer_config.json");
+    has_tok_config = true;
   }
   if (has_spm && !has_tok_config) {
     // LlamaTokenizer reads tokenizer.model; our SentencePiece encode adds no BOS/EOS, so neither does it.

@@ -412,6 +412,8 @@ ImportedModel load_hf(const std::string& dir) {
     if (auto p = tokenizer_source_file(dir, f)) {
       im.tokenizer_files.push_back(*p);
       if (std::string(f) == "tokenizer.model") im.tokenizer = {"sentencepiece", *p};
+      // A tokenizer.json alone (GPT-NeoX / DCLM): byte-level BPE (docs/TOKENIZERS.md).
+      if (std::string(f) == "tokenizer.json" && im.tokenizer.path.empty()) im.tokenizer = {"bpe", *p};
     }
   return im;
 }
@@ -488,7 +490,7 @@ TrainConfig native_config(const ImportedModel& im, const std::string& out_dir) {
   c.model = im.model;
   for (const auto& f : im.tokenizer_files)
     if (stdfs::path(f).filename() == "tokenizer.model" || f == im.tokenizer.path) {
-      c.tokenizer.type = "sentencepiece";
+      c.tokenizer.type = ends_with(f, ".json") ? "bpe" : "sentencepiece";
       c.tokenizer.path = stdfs::absolute(stdfs::path(out_dir) / stdfs::path(f).filename()).lexically_normal().string();
       break;
     }

@@ -24,7 +24,7 @@ openlm::cli::Registrar reg("generate", [](CLI::App& root) {
   auto* sub = root.add_subcommand("generate", "Sample text from a trained model (run dir or checkpoint)");
   sub->add_option("source", a->source, "run directory, checkpoint directory or model.safetensors")->required();
   sub->add_option("--prompt", a->prompt, "prompt text")->required();
-  sub->add_option("--tokenizer", a->tokenizer, "tokenizer.model (default: the run's)");
+  sub->add_option("--tokenizer", a->tokenizer, "tokenizer.model or tokenizer.json (default: the run's)");
   sub->add_option("--max-new-tokens", a->max_new, "tokens to generate");
   sub->add_option("--temperature", a->temperature, "0 = greedy");
   sub->add_option("--top-k", a->top_k, "sample among the k most likely (0 = off)");

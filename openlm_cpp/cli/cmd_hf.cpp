@@ -51,7 +51,7 @@ openlm::cli::Registrar export_reg("export-hf", [](CLI::App& root) {
     o.dtype = a->dtype == "bf16" ? at::kBFloat16 : at::kFloat;
     o.max_shard_bytes = ck::parse_byte_size(a->max_shard);
     ck::ImportedModel model = ck::load_any(a->source);
-    if (!model.tokenizer.path.empty() && model.tokenizer.type == "sentencepiece") {
+    if (!model.tokenizer.path.empty()) {  // SentencePiece .model or tokenizer.json
       try {  // bos/eos ids for config.json and generation_config.json
         auto tok = openlm::load_tokenizer(model.tokenizer.type, model.tokenizer.path);
         o.bos_id = tok->bos_id();

@@ -32,7 +32,7 @@ openlm::cli::Registrar reg("launch", [](CLI::App& root) {
   sub->add_option("--max-restarts,--max_restarts", o.max_restarts,
                   "restart the whole group this many times after a failure")
       ->capture_default_str();
-  sub->add_option("--stop-grace", o.stop_grace_s, "seconds between SIGTERM and SIGKILL when stopping ranks")
+  sub->add_option("--stop-grace", o.stop_grace_s, "seconds between the stop signal (SIGTERM, or the first SIGINT) and SIGKILL when stopping ranks")
       ->capture_default_str();
   sub->add_option("command", args->command, "the program and its arguments (after --)");
   sub->positionals_at_end(true);

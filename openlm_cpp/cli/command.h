@@ -20,6 +20,8 @@ inline void require_option(bool ok, const std::string& option, const std::string
 using Setup = std::function<void(CLI::App& root)>;
 
 std::map<std::string, Setup>& registry();
+/// What `openlm --version` prints (set by version.cpp; empty: the binary has no --version).
+std::function<std::string()>& version_provider();
 
 struct Registrar {
   Registrar(const std::string& name, Setup s) { registry()[name] = std::move(s); }

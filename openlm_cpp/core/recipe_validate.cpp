@@ -60,7 +60,7 @@ void validate_train_fields(const TrainConfig& c, const Origin& o) {
   one_of(o, "parallel.reduce_dtype", c.parallel.reduce_dtype, {"fp32", "bf16"});
   one_of(o, "init_from_mode", c.init_from_mode, {"weights", "full"});
   one_of(o, "data.on_epoch_end", c.data.on_epoch_end, {"next_epoch", "stop"});
-  one_of(o, "tokenizer.type", c.tokenizer.type, {"sentencepiece"});
+  one_of(o, "tokenizer.type", c.tokenizer.type, {"sentencepiece", "bpe", "auto"});
   positive(o, "batch.global_batch_size", c.batch.global_batch_size);
   positive(o, "batch.micro_batch_size", c.batch.micro_batch_size);
   accumulation_steps(c, 1);

@@ -23,6 +23,8 @@ struct Plugin {
   decltype(&olm_spm_decode) decode;
   decltype(&olm_spm_release) release;
   decltype(&olm_spm_train) train;
+  decltype(&olm_spm_piece_to_id) piece_to_id;
+  decltype(&olm_spm_id_info) id_info;
 };
 
 /// Candidate locations: $OPENLM_SPM_PLUGIN, beside the executable (../lib), the build tree.
@@ -69,6 +71,8 @@ const Plugin& plugin() {
     p.decode = reinterpret_cast<decltype(p.decode)>(sym("olm_spm_decode"));
     p.release = reinterpret_cast<decltype(p.release)>(sym("olm_spm_release"));
     p.train = reinterpret_cast<decltype(p.train)>(sym("olm_spm_train"));
+    p.piece_to_id = reinterpret_cast<decltype(p.piece_to_id)>(sym("olm_spm_piece_to_id"));
+    p.id_info = reinterpret_cast<decltype(p.id_info)>(sym("olm_spm_id_info"));
   });
   if (!failure.empty()) throw Error(failure);
   return p;
@@ -90,6 +94,10 @@ class SentencePieceTokenizer final : public Tokenizer {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(hash));
     id_ = "sentencepiece:" + std::string(buf);
+    for (int i = 0; i < vocab_; ++i) {
+      char piece[256] = {0};
+      if (plugin().id_info(h_, i, piece, sizeof piece) == 1) special_.emplace_back(piece, i);
+    }
   }
   ~SentencePieceTokenizer() override { plugin().free(h_); }
 
@@ -116,23 +124,35 @@ class SentencePieceTokenizer final : public Tokenizer {
     plugin().release(text);
     return out;
   }
+  std::string type() const override { return "sentencepiece"; }
   int64_t vocab_size() const override { return vocab_; }
   int32_t eos_id() const override { return eos_; }
   int32_t bos_id() const override { return bos_; }
   std::string id() const override { return id_; }
   std::vector<std::string> files() const override { return {path_}; }
+  std::vector<std::pair<std::string, int32_t>> special_tokens() const override { return special_; }
+  bool is_special(int32_t id) const override {
+    for (auto& [piece, i] : special_)
+      if (i == id) return true;
+    return false;
+  }
+  std::optional<int32_t> token_to_id(const std::string& token) const override {
+    int id = plugin().piece_to_id(h_, token.data(), token.size());
+    if (id < 0) return std::nullopt;
+    return id;
+  }
 
  private:
   std::string path_, id_;
+  std::vector<std::pair<std::string, int32_t>> special_;
   void* h_ = nullptr;
   int vocab_ = 0, eos_ = -1, bos_ = -1, unk_ = 0;
 };
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& type, const std::string& path) {
-  if (type == "sentencepiece") return std::make_unique<SentencePieceTokenizer>(path);
-  throw ConfigError("", "tokenizer.type", 0, "unknown tokenizer type '" + type + "' (expected: sentencepiece)");
+std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path) {
+  return std::make_unique<SentencePieceTokenizer>(path);
 }
 
 void train_sentencepiece(const std::string& input, const std::string& model_prefix, int64_t vocab_size,

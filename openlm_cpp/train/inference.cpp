@@ -59,7 +59,8 @@ LoadedModel load_for_inference(const std::string& source, const std::string& tok
   if (at::hasCUDA()) out.model->to(at::Device(at::kCUDA, 0), at::kFloat);
   out.model->train(false);
   std::string tok = tokenizer_override.empty() ? out.config.tokenizer.path : tokenizer_override;
-  if (!tok.empty()) out.tokenizer = load_tokenizer(out.config.tokenizer.type, tok);
+  // An override is typed by its file (a .model or a tokenizer.json), not by the run's config.
+  if (!tok.empty()) out.tokenizer = load_tokenizer(tokenizer_override.empty() ? out.config.tokenizer.type : "auto", tok);
   return out;
 }
 

@@ -6,6 +6,7 @@
 #endif
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <future>
@@ -46,6 +47,79 @@ namespace {
 
 std::atomic<int> g_signal{0};
 extern "C" void on_preempt(int sig) { g_signal = sig; }
+/// The first SIGINT (Ctrl-C) stops like SIGTERM: every rank finishes its step, saves a checkpoint
+/// and exits. The handler is installed with SA_RESETHAND, so a second SIGINT ends the process at
+/// once. write(2) is async-signal-safe: the user sees at once that the Ctrl-C was taken.
+extern "C" void on_interrupt(int sig) {
+  g_signal = sig;
+  static const char msg[] =
+      "openlm: SIGINT: finishing this step, then saving a checkpoint and stopping (Ctrl-C again to exit at once "
+      "without it)\n";
+  (void)!::write(2, msg, sizeof msg - 1);
+}
+
+std::string signal_label(int sig) {
+  switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGUSR1: return "SIGUSR1";
+    default: return "signal " + std::to_string(sig);
+  }
+}
+
+/// What a run writes into its run directory: any of these present means the directory holds a run.
+const char* const kRunEntries[] = {"config.json", "metrics.jsonl", "model.safetensors", "checkpoints", "tensorboard"};
+
+std::vector<std::string> run_entries_in(const std::string& dir) {
+  std::vector<std::string> found;
+  for (const char* e : kRunEntries) {
+    std::error_code ec;
+    const auto st = stdfs::symlink_status(stdfs::path(dir) / e, ec);
+    if (!ec && st.type() != stdfs::file_type::not_found) found.push_back(e);
+  }
+  return found;
+}
+
+/// Before anything is written: a run directory holding another run's files is refused unless the
+/// run resumes (`resume:` set: the same command line serves the first start and every restart) or
+/// `overwrite` is given, which moves those files into <run_dir>/previous-<n>/ (first free n).
+/// Multi-rank runs decide consistently without a collective: every rank checks the same files
+/// before it joins the rendezvous, and no rank writes into the run directory before the rendezvous
+/// has gathered every rank; only rank 0 moves files aside, and under `overwrite` no rank refuses.
+void claim_run_dir(const TrainConfig& cfg, const DistEnv& env, bool overwrite) {
+  if (overwrite && !cfg.resume.empty())
+    throw ConfigError("--overwrite", "resume", 0,
+                      "--overwrite starts a new run after moving the old one aside, but this run resumes (resume: " +
+                          cfg.resume + "); a restart would move aside the run it should continue. Drop one of them "
+                          "(--set resume= clears the recipe's resume)");
+  if (!cfg.resume.empty()) return;
+  const std::vector<std::string> found = run_entries_in(cfg.run_dir);
+  if (found.empty()) return;
+  std::string list;
+  for (const auto& e : found) list += (list.empty() ? "" : ", ") + e + (e == "checkpoints" || e == "tensorboard" ? "/" : "");
+  if (!overwrite)
+    throw Error("run directory '" + cfg.run_dir + "' already holds another run's files (" + list +
+                "); refusing to train over them (nothing was written). To continue that run, resume it: "
+                "--set resume=latest (recipe key `resume: latest`); to keep it and start a new run, pass another "
+                "--run-dir; to start afresh here, pass --overwrite (moves the old files into " +
+                (stdfs::path(cfg.run_dir) / "previous-<n>").string() + "/).");
+  if (env.rank != 0) return;
+  stdfs::path aside;
+  for (int n = 1;; ++n) {
+    aside = stdfs::path(cfg.run_dir) / ("previous-" + std::to_string(n));
+    std::error_code ec;
+    if (stdfs::symlink_status(aside, ec).type() == stdfs::file_type::not_found) break;
+  }
+  stdfs::create_directory(aside);
+  for (const auto& e : found) {
+    std::error_code ec;
+    stdfs::rename(stdfs::path(cfg.run_dir) / e, aside / e, ec);
+    if (ec) throw IoError("--overwrite: cannot move '" + (stdfs::path(cfg.run_dir) / e).string() + "' to '" +
+                          (aside / e).string() + "': " + ec.message());
+  }
+  openlm::fs::fsync_dir(cfg.run_dir);
+  log::warn("--overwrite: moved the previous run's {} into {}/", list, aside.string());
+}
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -239,13 +313,15 @@ void log_memory(Run& r) {
 }  // namespace
 
 TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
+  claim_run_dir(cfg_in, detect_dist_env(), opt.overwrite);  // before anything is built or written
   Run r = build(cfg_in);
   const TrainConfig& cfg = r.cfg;
   const bool rank0 = r.env.rank == 0;
   stdfs::create_directories(cfg.run_dir);
-  if (rank0) openlm::fs::write_file_atomic((stdfs::path(cfg.run_dir) / "config.json").string(), to_json(cfg).dump(2) + "\n");
   if (!cfg.init_from.empty() && cfg.init_from_mode == "full") init_full_state(r, cfg.init_from);
   resume_run(r);
+  // After resume: a resume that refuses (e.g. every checkpoint corrupt) leaves config.json as it was.
+  if (rank0) openlm::fs::write_file_atomic((stdfs::path(cfg.run_dir) / "config.json").string(), to_json(cfg).dump(2) + "\n");
 
   const int64_t last = opt.stop_at_step > 0 ? std::min(opt.stop_at_step, r.total) : r.total;
   if (rank0) {
@@ -265,6 +341,11 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
 
   auto prev_term = std::signal(SIGTERM, on_preempt);
   auto prev_usr1 = std::signal(SIGUSR1, on_preempt);
+  struct sigaction int_action {}, prev_int {};
+  int_action.sa_handler = on_interrupt;
+  sigemptyset(&int_action.sa_mask);
+  int_action.sa_flags = SA_RESTART | SA_RESETHAND;  // a second SIGINT: the default action, at once
+  ::sigaction(SIGINT, &int_action, &prev_int);
   TrainResult res;
   res.run_dir = cfg.run_dir;
   const std::string weights = (stdfs::path(cfg.run_dir) / "model.safetensors").string();
@@ -366,20 +447,29 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
       auto w = full_weights(r);  // collective
       if (rank0) checkpoint::save_safetensors(weights, w);
     }
-    // A preemption signal reaching any rank makes every rank checkpoint and stop together.
-    bool preempted = g_signal != 0;
-    if (r.comm) preempted = r.comm->all_reduce_scalar(preempted ? 1.0 : 0.0, parallel::ReduceOp::Max) > 0;
+    // A stop signal (SIGTERM, SIGUSR1, the first SIGINT) reaching any rank makes every rank
+    // checkpoint and stop together, at this step boundary.
+    int stop_sig = g_signal;
+    if (r.comm) stop_sig = static_cast<int>(r.comm->all_reduce_scalar(stop_sig, parallel::ReduceOp::Max));
+    const bool preempted = stop_sig != 0;
+    const std::string ckpt_dir = (stdfs::path(cfg.run_dir) / "checkpoints" / ("step_" + std::to_string(step))).string();
+    if (preempted && rank0)
+      log::warn("{}: saving a checkpoint at step {} in {}", signal_label(stop_sig), step, ckpt_dir);
     if ((cfg.checkpoint.every_steps > 0 && step % cfg.checkpoint.every_steps == 0) || step == last || preempted)
       save_run_checkpoint(r, step);
     else
       poll_pending_save(r);
     if (preempted) {
-      log::warn("preemption signal: checkpoint saved at step {}, exiting", step);
+      log::warn("{} (preemption signal): checkpoint saved at step {} ({}), exiting; the same command with "
+                "--set resume=latest continues from there",
+                signal_label(stop_sig), step, ckpt_dir);
+      res.stopped_by_signal = stop_sig;
       break;
     }
   }
   std::signal(SIGTERM, prev_term);
   std::signal(SIGUSR1, prev_usr1);
+  ::sigaction(SIGINT, &prev_int, nullptr);
   res.steps_done = step;
   finish_pending_save(r);
   auto final_weights = full_weights(r);  // collective

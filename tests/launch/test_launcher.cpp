@@ -283,3 +283,33 @@ TEST(LaunchCli, PassesSigusr1ThroughWithoutStopping) {
   EXPECT_NE(text.find("[rank0]: got-USR1"), std::string::npos) << text;
   EXPECT_NE(text.find("[rank1]: got-USR1"), std::string::npos) << text;
 }
+
+TEST(LaunchCli, FirstSigintWaitsTheGraceSecondKillsAtOnce) {
+  // The first Ctrl-C is a graceful stop (ranks get SIGINT and time to checkpoint); ranks that do
+  // not stop are killed by a second one at once, long before the 60 s grace.
+  TempDir dir;
+  std::string log = dir.file("log");
+  std::string script = "trap 'echo got-INT' INT; echo ready; while true; do sleep 0.05; done";
+  pid_t pid = start_cli({"launch", "--nproc-per-node", "2", "--standalone", "--stop-grace", "60", "--", "/bin/sh", "-c",
+                         script},
+                        log);
+  auto wait_for = [&](const std::string& a, const std::string& b) {
+    auto end = Clock::now() + std::chrono::seconds(10);
+    while (Clock::now() < end) {
+      std::string t = slurp(log);
+      if (t.find(a) != std::string::npos && t.find(b) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  };
+  ASSERT_TRUE(wait_for("[rank0]: ready", "[rank1]: ready")) << slurp(log);
+  ::kill(pid, SIGINT);
+  ASSERT_TRUE(wait_for("[rank0]: got-INT", "[rank1]: got-INT")) << slurp(log);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_TRUE(alive(pid)) << "the launcher did not wait for the ranks after the first SIGINT";
+  const auto t0 = Clock::now();
+  ::kill(pid, SIGINT);
+  EXPECT_EQ(wait_exit(pid, 10), 128 + SIGINT);
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 5.0);
+  EXPECT_NE(slurp(log).find("killing the ranks now"), std::string::npos) << slurp(log);
+}

@@ -121,6 +121,10 @@ TEST(Training, NanLossStopsWithoutOverwritingWeights) {
   auto before = checkpoint::load_safetensors(good + "/model.safetensors");
   auto cfg = tiny_recipe(manifest(), good, 4);
   cfg.init_from = run + "/nan_init.safetensors";
+  // A run directory holding a run is refused unless the run resumes: resume (from no checkpoint,
+  // so from init_from) in the directory whose model.safetensors must stay as it is.
+  std::filesystem::remove_all(good + "/checkpoints");
+  cfg.resume = "latest";
   try {
     run_training(cfg, quiet());
     FAIL() << "no error on NaN loss";

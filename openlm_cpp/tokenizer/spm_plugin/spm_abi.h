@@ -22,6 +22,11 @@ int olm_spm_encode(void* h, const char* text, size_t len, int** ids, size_t* n, 
 /// *text is malloc'd; release with olm_spm_release.
 int olm_spm_decode(void* h, const int* ids, size_t n, char** text, size_t* len, char* err, size_t errlen);
 void olm_spm_release(void* p);
+/// Id of a piece; -1 when the model does not have it.
+int olm_spm_piece_to_id(void* h, const char* piece, size_t len);
+/// Piece of an id into buf (NUL-terminated, truncated to buflen); returns 1 when the id is a
+/// control or unknown symbol, 0 otherwise, -1 for an id out of range.
+int olm_spm_id_info(void* h, int id, char* buf, size_t buflen);
 int olm_spm_train(const char* args, char* err, size_t errlen);
 
 #ifdef __cplusplus

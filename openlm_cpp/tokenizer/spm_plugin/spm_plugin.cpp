@@ -68,6 +68,21 @@ int olm_spm_decode(void* h, const int* ids, size_t n, char** text, size_t* len, 
 
 void olm_spm_release(void* p) { std::free(p); }
 
+int olm_spm_piece_to_id(void* h, const char* piece, size_t len) {
+  auto* sp = static_cast<sentencepiece::SentencePieceProcessor*>(h);
+  std::string s(piece, len);
+  int id = sp->PieceToId(s);
+  if (id == sp->unk_id() && sp->IdToPiece(id) != s) return -1;
+  return id;
+}
+
+int olm_spm_id_info(void* h, int id, char* buf, size_t buflen) {
+  auto* sp = static_cast<sentencepiece::SentencePieceProcessor*>(h);
+  if (id < 0 || id >= sp->GetPieceSize()) return -1;
+  put(buf, buflen, sp->IdToPiece(id));
+  return sp->IsControl(id) || sp->IsUnknown(id) ? 1 : 0;
+}
+
 int olm_spm_train(const char* args, char* err, size_t errlen) {
   auto st = sentencepiece::SentencePieceTrainer::Train(args);
   if (!st.ok()) {
