@@ -19,9 +19,16 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
+#include <thread>
 
 #include "openlm_cpp/core/config.h"
 #include "openlm_cpp/core/dist_env.h"
@@ -376,6 +383,39 @@ void await_all_ranks(c10d::Store& store, const DistEnv& env, Ms timeout) {
   }
 }
 
+/// Waits until something accepts TCP connections at host:port, polling until `deadline`. Returns
+/// the last error when it never does. Needed because TCPStore clients of LibTorch 2.x retry with
+/// a random backoff and give up after up to ~3x their timeout; this makes "rank 0 never came"
+/// an error at the timeout on every version.
+std::string await_listener(const std::string& host, int port, std::chrono::steady_clock::time_point deadline) {
+  std::string last = "no attempt";
+  for (;;) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+    if (rc != 0) {
+      last = fmt::format("cannot resolve '{}': {}", host, gai_strerror(rc));
+    } else {
+      for (addrinfo* a = res; a; a = a->ai_next) {
+        int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) continue;
+        const bool ok = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+        if (!ok) last = fmt::format("connect: {}", std::strerror(errno));
+        ::close(fd);
+        if (ok) {
+          ::freeaddrinfo(res);
+          return "";
+        }
+      }
+      ::freeaddrinfo(res);
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return last;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 std::shared_ptr<::gloo::transport::Device> make_device(const DistEnv& env) {
   if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname)
     return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
@@ -397,12 +437,19 @@ std::unique_ptr<Communicator> make_process_group_communicator(const DistEnv& env
   so.numWorkers = static_cast<size_t>(env.world_size);
   so.waitWorkers = false;  // await_all_ranks waits instead, and can name who is missing
   so.timeout = shared->timeout;
+  auto fail = [&](const std::string& why) {
+    return CommError(fmt::format(
+        "rendezvous: rank {} of {} could not {} TCPStore at {}:{} within {} s: {}", env.rank, env.world_size,
+        env.rank == 0 ? "start the" : "reach rank 0's", env.master_addr, env.master_port, cfg.timeout_s, why));
+  };
+  if (env.rank != 0) {
+    std::string why = await_listener(env.master_addr, env.master_port, std::chrono::steady_clock::now() + shared->timeout);
+    if (!why.empty()) throw fail(why);
+  }
   try {
     shared->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
   } catch (const std::exception& e) {
-    throw CommError(fmt::format(
-        "rendezvous: rank {} of {} could not {} TCPStore at {}:{} within {} s: {}", env.rank, env.world_size,
-        env.rank == 0 ? "start the" : "reach rank 0's", env.master_addr, env.master_port, cfg.timeout_s, cause_of(e)));
+    throw fail(cause_of(e));
   }
   await_all_ranks(*shared->store, env, shared->timeout);
   try {
