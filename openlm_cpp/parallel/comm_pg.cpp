@@ -19,16 +19,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
-#include <netdb.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
 #include <functional>
-#include <thread>
 
 #include "openlm_cpp/core/config.h"
 #include "openlm_cpp/core/dist_env.h"
@@ -36,11 +29,10 @@
 #include "openlm_cpp/core/torch_compat.h"
 #include "openlm_cpp/parallel/comm.h"
 #include "openlm_cpp/parallel/comm_internal.h"
+#include "openlm_cpp/parallel/comm_rendezvous.h"
 
 namespace openlm::parallel {
 namespace {
-
-using Ms = std::chrono::milliseconds;
 
 /// Gloo with bf16/bool collectives, _allgather_base and _reduce_scatter_base (see the top).
 constexpr bool kGlooModern = OPENLM_TORCH_AT_LEAST(2, 15);
@@ -356,66 +348,6 @@ class PgCommunicator : public Communicator {
 #endif
 };
 
-std::string join_ranks(const std::vector<int>& r) { return fmt::format("{}", fmt::join(r, ", ")); }
-
-/// Every rank announces itself in the store and waits for all others; names the missing ones.
-void await_all_ranks(c10d::Store& store, const DistEnv& env, Ms timeout) {
-  store.set(fmt::format("openlm/arrived/{}", env.rank), std::vector<uint8_t>{1});
-  std::vector<std::string> keys;
-  for (int r = 0; r < env.world_size; ++r) keys.push_back(fmt::format("openlm/arrived/{}", r));
-  try {
-    store.wait(keys, timeout);
-  } catch (const std::exception& e) {
-    std::vector<int> missing;
-    try {
-      for (int r = 0; r < env.world_size; ++r)
-        if (!store.check({keys[static_cast<size_t>(r)]})) missing.push_back(r);
-    } catch (const std::exception&) {
-      throw CommError(fmt::format("rendezvous on rank {} of {} at {}:{} failed: {} (the store on rank 0 "
-                                  "went away)",
-                                  env.rank, env.world_size, env.master_addr, env.master_port, cause_of(e)));
-    }
-    throw CommError(fmt::format("rendezvous timed out after {} s on rank {} of {} at {}:{}: rank(s) {} never "
-                                "arrived (check that every rank started with the same WORLD_SIZE, "
-                                "MASTER_ADDR and MASTER_PORT)",
-                                timeout.count() / 1000.0, env.rank, env.world_size, env.master_addr,
-                                env.master_port, missing.empty() ? std::string("?") : join_ranks(missing)));
-  }
-}
-
-/// Waits until something accepts TCP connections at host:port, polling until `deadline`. Returns
-/// the last error when it never does. Needed because TCPStore clients of LibTorch 2.x retry with
-/// a random backoff and give up after up to ~3x their timeout; this makes "rank 0 never came"
-/// an error at the timeout on every version.
-std::string await_listener(const std::string& host, int port, std::chrono::steady_clock::time_point deadline) {
-  std::string last = "no attempt";
-  for (;;) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
-    if (rc != 0) {
-      last = fmt::format("cannot resolve '{}': {}", host, gai_strerror(rc));
-    } else {
-      for (addrinfo* a = res; a; a = a->ai_next) {
-        int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-        if (fd < 0) continue;
-        const bool ok = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0;
-        if (!ok) last = fmt::format("connect: {}", std::strerror(errno));
-        ::close(fd);
-        if (ok) {
-          ::freeaddrinfo(res);
-          return "";
-        }
-      }
-      ::freeaddrinfo(res);
-    }
-    if (std::chrono::steady_clock::now() >= deadline) return last;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-}
-
 std::shared_ptr<::gloo::transport::Device> make_device(const DistEnv& env) {
   if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname)
     return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
@@ -431,27 +363,7 @@ std::unique_ptr<Communicator> make_process_group_communicator(const DistEnv& env
     throw ConfigError("", "parallel.timeout_s", 0, fmt::format("must be > 0, got {}", cfg.timeout_s));
   auto shared = std::make_shared<Shared>();
   shared->timeout = Ms(static_cast<int64_t>(cfg.timeout_s * 1000));
-  c10d::TCPStoreOptions so;
-  so.port = static_cast<uint16_t>(env.master_port);
-  so.isServer = env.rank == 0;
-  so.numWorkers = static_cast<size_t>(env.world_size);
-  so.waitWorkers = false;  // await_all_ranks waits instead, and can name who is missing
-  so.timeout = shared->timeout;
-  auto fail = [&](const std::string& why) {
-    return CommError(fmt::format(
-        "rendezvous: rank {} of {} could not {} TCPStore at {}:{} within {} s: {}", env.rank, env.world_size,
-        env.rank == 0 ? "start the" : "reach rank 0's", env.master_addr, env.master_port, cfg.timeout_s, why));
-  };
-  if (env.rank != 0) {
-    std::string why = await_listener(env.master_addr, env.master_port, std::chrono::steady_clock::now() + shared->timeout);
-    if (!why.empty()) throw fail(why);
-  }
-  try {
-    shared->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
-  } catch (const std::exception& e) {
-    throw fail(cause_of(e));
-  }
-  await_all_ranks(*shared->store, env, shared->timeout);
+  shared->store = rendezvous_store(env, shared->timeout);
   try {
     shared->device = make_device(env);
   } catch (const std::exception& e) {
