@@ -52,6 +52,8 @@ class ShardedBatchSource final : public BatchSource {
     d.replacement = c.replacement;
     d.stop_at_epoch_end = c.on_epoch_end == "stop";
     d.seed = o.seed;
+    d.tokenizer_id = o.tokenizer_id;
+    d.tokenizer_label = o.tokenizer_label;
     ds_ = std::make_unique<TokenDataset>(d);
     per_rank_ = o.global_batch_size / o.world_size;
     accum_ = per_rank_ / o.micro_batch_size;

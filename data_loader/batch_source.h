@@ -23,6 +23,8 @@ struct LoaderOptions {
   int64_t micro_batch_size = 0;   // sequences per micro-batch on one rank
   int rank = 0, world_size = 1;
   uint64_t seed = 0;
+  std::string tokenizer_id;     // the run's Tokenizer::id(); native shards recording another are refused ("" = no check)
+  std::string tokenizer_label = "the run's tokenizer";  // names it in that message
 };
 
 class BatchSource {

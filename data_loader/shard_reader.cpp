@@ -101,6 +101,7 @@ class NativeShardReader final : public ShardReader {
   const std::string& path() const override { return shard_.path(); }
   ShardFormat format() const override { return ShardFormat::Native; }
   int64_t fixed_length() const override { return shard_.seq_len(); }
+  std::string tokenizer() const override { return shard_.header().tokenizer; }
   void read_fixed(int64_t i, int64_t offset, int64_t len, int64_t* out) override {
     if (i < 0 || i >= shard_.count() || offset < 0 || offset + len > shard_.seq_len())
       throw DataError(describe(i) + ": read out of range");

@@ -27,6 +27,9 @@ class ShardReader {
   virtual ShardFormat format() const = 0;
   /// Tokens per sequence when every sequence has the same length (native shards), else -1.
   virtual int64_t fixed_length() const { return -1; }
+  /// Identity of the tokenizer the shard was made with (native header "tokenizer"; Tokenizer::id()),
+  /// "" when the format does not record one (OpenLM tar shards, converted shards).
+  virtual std::string tokenizer() const { return ""; }
   /// Fast path for fixed-length shards: copies tokens [offset, offset+len) of sequence i into out.
   virtual void read_fixed(int64_t i, int64_t offset, int64_t len, int64_t* out);
 };

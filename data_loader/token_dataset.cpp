@@ -27,6 +27,12 @@ TokenDataset::TokenDataset(const DatasetOptions& opt) : opt_(opt) {
       if (fixed >= 0 && fixed < opt.sample_len)
         throw DataError("manifest '" + p + "': " + r->describe(0) + " stores sequences of " + std::to_string(fixed) +
                         " tokens but the model needs seq_len + 1 = " + std::to_string(opt.sample_len));
+      const std::string made_with = r->tokenizer();
+      if (!opt.tokenizer_id.empty() && !made_with.empty() && made_with != opt.tokenizer_id)
+        throw DataError("manifest '" + p + "': shard '" + r->path() + "' was made with tokenizer '" + made_with +
+                        "' but the run's " + opt.tokenizer_label + " is '" + opt.tokenizer_id +
+                        "': its token ids mean other text. Train with the tokenizer the shards were made with, or "
+                        "re-tokenize the data with this one (openlm data tokenize --tokenizer ...)");
       src.shards.push_back(std::move(r));
       src.prefix.push_back(src.prefix.back() + e.num_sequences);
     }

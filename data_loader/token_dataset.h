@@ -35,6 +35,10 @@ struct DatasetOptions {
   bool replacement = false;
   bool stop_at_epoch_end = false;
   uint64_t seed = 0;
+  /// The run's tokenizer identity (Tokenizer::id()); "" = not checked. A shard recording another
+  /// tokenizer is refused at construction, naming the shard, both identities and tokenizer_label.
+  std::string tokenizer_id;
+  std::string tokenizer_label = "the run's tokenizer";
 };
 
 class TokenDataset {

@@ -1,6 +1,8 @@
 #include "openlm_cpp/checkpoint/hf_format.h"
 
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "openlm_cpp/checkpoint/atomic_file.h"
 #include "openlm_cpp/core/error.h"
@@ -201,16 +203,24 @@ std::string unsupported_reason(const ModelConfig& m, Format f) {
              std::to_string(rule.hidden_dim()) + ")";
     return "";
   }
+  // Llama: every offending model key, each with the value that would export, then where the
+  // docs explain it (a model trained with DCLM's settings cannot be converted after the fact).
+  std::vector<std::string> why;
   if (m.norm_type != "rms_norm")
-    return "norm_type is " + m.norm_type + ": LlamaForCausalLM uses RMSNorm (rms_norm)";
-  if (m.qk_norm) return "qk-norm is on: LlamaForCausalLM has no q/k normalisation";
-  if (m.post_embed_norm) return "post_embed_norm is on: LlamaForCausalLM has no norm after the embedding";
+    why.push_back("model.norm_type is " + m.norm_type + ": LlamaForCausalLM uses RMSNorm (norm_type: rms_norm)");
+  if (m.qk_norm) why.push_back("model.qk_norm is on: LlamaForCausalLM has no qk-norm (q/k normalisation; qk_norm: false)");
+  if (m.post_embed_norm)
+    why.push_back("model.post_embed_norm is on: LlamaForCausalLM has no norm after the embedding (post_embed_norm: false)");
   if (m.ffn_type != "swiglu" && m.ffn_type != "swiglu_torch")
-    return "ffn_type is " + m.ffn_type + ": LlamaForCausalLM uses a SwiGLU feed-forward";
+    why.push_back("model.ffn_type is " + m.ffn_type + ": LlamaForCausalLM uses a SwiGLU feed-forward (ffn_type: swiglu)");
   if (m.positional_embedding_type != "rotary" && m.positional_embedding_type != "llama_rotary")
-    return "positional_embedding_type is " + m.positional_embedding_type +
-           ": LlamaForCausalLM uses rotary embeddings over positions (rotary or llama_rotary)";
-  return "";
+    why.push_back("model.positional_embedding_type is " + m.positional_embedding_type +
+                  ": LlamaForCausalLM uses rotary embeddings over positions (rotary or llama_rotary)");
+  if (why.empty()) return "";
+  std::string out;
+  for (const auto& w : why) out += (out.empty() ? "" : "; ") + w;
+  return out + ". Export it with --format openlm instead, or train with the Llama-compatible settings of "
+               "docs/HF_FORMAT.md (\"Which models export as llama\")";
 }
 
 nlohmann::json make_config(const ModelConfig& m, Format f, const ExportMeta& meta) {

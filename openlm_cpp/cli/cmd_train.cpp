@@ -20,7 +20,8 @@ openlm::cli::Registrar reg("train", [](CLI::App& root) {
   auto* sub = root.add_subcommand("train", "Train a model from a recipe (recipes/train/*.yaml)");
   sub->add_option("recipe", a->recipe, "train recipe (YAML), or a run's resolved config.json")->required();
   sub->add_option("--run-dir", a->run_dir, "run directory (overrides the recipe's run_dir)");
-  sub->add_option("--max-steps", a->max_steps, "optimizer steps the schedule spans (overrides max_steps; 0: the recipe's)");
+  sub->add_option("--max-steps", a->max_steps, "optimizer steps the schedule spans (replaces the recipe's max_steps or train_num_tokens; 0: the "
+                 "recipe's); resuming with another value is refused unless --set schedule.allow_change=true");
   sub->add_option("--stop-at-step", a->stop_at, "stop after this step, saving a checkpoint, schedule unchanged (0: run to the end)");
   sub->add_option("--set", a->sets, "override a recipe key: --set optim.lr=1e-3 (repeatable)");
   sub->add_flag("--overwrite", a->overwrite,
@@ -29,7 +30,10 @@ openlm::cli::Registrar reg("train", [](CLI::App& root) {
   sub->callback([a] {
     std::vector<std::string> sets = a->sets;
     if (!a->run_dir.empty()) sets.push_back("run_dir=" + a->run_dir);
-    if (a->max_steps > 0) sets.push_back("max_steps=" + std::to_string(a->max_steps));
+    if (a->max_steps > 0) {  // the run's length: replaces train_num_tokens too (both set is an error)
+      sets.push_back("max_steps=" + std::to_string(a->max_steps));
+      sets.push_back("train_num_tokens=0");
+    }
     openlm::TrainConfig cfg = openlm::load_train_recipe(a->recipe, sets);
     openlm::TrainOptions opt;
     opt.stop_at_step = a->stop_at;

@@ -1,10 +1,13 @@
 // Entry point of `openlm`: builds the CLI from the registered subcommands and maps errors to exit
 // codes: 0 done, 1 user/data error with a message, 2 usage error (CLI11, unknown command);
 // `openlm launch` exits with a failed rank's status or 128 + signal, `openlm train` with 130 when
-// Ctrl-C stopped it after a checkpoint.
+// Ctrl-C stopped it after a checkpoint. A LibTorch error (c10::Error) is reported as one line,
+// without LibTorch's stack trace.
 #include <cstdio>
 #include <cstring>
 #include <string>
+
+#include <c10/util/Exception.h>
 
 #include "openlm_cpp/cli/command.h"
 #include "openlm_cpp/core/error.h"
@@ -52,6 +55,14 @@ int main(int argc, char** argv) {
     return rc == 0 || e.get_name() == "RuntimeError" ? rc : 2;
   } catch (const openlm::Error& e) {
     openlm::log::error("{}", e.what());
+    return 1;
+  } catch (const c10::Error& e) {
+    // A LibTorch error that no check of ours caught first: its message without the C++ stack
+    // trace LibTorch appends (what() carries it), one line, exit 1 like every other error.
+    std::string msg = e.what_without_backtrace();
+    for (char& c : msg)
+      if (c == '\n') c = ' ';
+    openlm::log::error("LibTorch: {}", msg);
     return 1;
   } catch (const std::exception& e) {
     openlm::log::error("{}", e.what());

@@ -51,6 +51,7 @@ struct ScheduleConfig {
   double lr_cooldown_end = 3e-5;
   double force_min_lr = 0.0;
   double cooldown_fraction = 0.2;  ///< wsd: last fraction of the steps decays linearly to lr_cooldown_end
+  bool allow_change = false;       ///< resume may change the steps the schedule spans (logged); else refused
 };
 
 struct BatchConfig {
@@ -133,6 +134,12 @@ struct TrainConfig {
   std::string resume;              ///< "" | latest | path to a checkpoint directory
   std::string init_from;           ///< "" | native checkpoint | HF directory
   std::string init_from_mode = "weights";  ///< weights (fresh optimizer + schedule) | full (native only)
+
+  /// Not a recipe key: whether the train recipe itself (its `model:` mapping or `--set
+  /// model.vocab_size`) wrote model.vocab_size, as opposed to the default or a named model
+  /// recipe's value. When it did not and the run has a tokenizer, training takes the tokenizer's
+  /// vocabulary rounded up to a multiple of 256 (docs/RECIPES.md). Configs built in code count as set.
+  bool vocab_size_set = true;
 };
 
 }  // namespace openlm

@@ -57,6 +57,7 @@ void fields(V& v, ScheduleConfig& c) {
   v("lr_cooldown_end", c.lr_cooldown_end);
   v("force_min_lr", c.force_min_lr);
   v("cooldown_fraction", c.cooldown_fraction);
+  v("allow_change", c.allow_change);
 }
 template <class V>
 void fields(V& v, BatchConfig& c) {
@@ -481,6 +482,7 @@ TrainConfig train_recipe_from(YAML::Node root, const std::string& path, const st
   fields(r, c);
   r.finish();
   if (!root["model"]) o.fail("model", "missing required key");
+  c.vocab_size_set = o.present("model.vocab_size");
   // Relative data and tokenizer paths are as written (relative to the working directory).
   detail::validate_train_fields(c, o);
   return c;

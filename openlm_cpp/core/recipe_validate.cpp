@@ -68,12 +68,18 @@ void validate_train_fields(const TrainConfig& c, const Origin& o) {
   if (c.train_num_tokens < 0) o.fail("train_num_tokens", "must be >= 0");
   if (c.max_steps == 0 && c.train_num_tokens == 0)
     o.fail("max_steps", "missing: set max_steps or train_num_tokens");
+  if (c.max_steps > 0 && c.train_num_tokens > 0)
+    o.fail(o.from_cli.count("max_steps") ? "max_steps" : "train_num_tokens",
+           "max_steps (" + std::to_string(c.max_steps) + ") and train_num_tokens (" + std::to_string(c.train_num_tokens) +
+               ") are both set; they are two ways of giving the length of the run: set one of them (the other 0)");
   int64_t steps = total_steps(c);
   if (steps <= 0) o.fail("train_num_tokens", "gives zero optimizer steps for this batch and seq_len");
   if (c.schedule.warmup < 0) o.fail("schedule.warmup", "must be >= 0");
   if (c.schedule.warmup > steps)
     o.fail("schedule.warmup", "warmup (" + std::to_string(c.schedule.warmup) +
-                                  ") exceeds the total number of steps (" + std::to_string(steps) + ")");
+                                  ") exceeds the total number of steps (" + std::to_string(steps) +
+                                  "): lower schedule.warmup (--set schedule.warmup=N, N <= " + std::to_string(steps) +
+                                  ") or raise " + (c.max_steps > 0 ? "max_steps (--max-steps)" : "train_num_tokens"));
   if (!(c.optim.lr > 0)) o.fail("optim.lr", "must be > 0");
   if (c.optim.wd < 0) o.fail("optim.wd", "must be >= 0");
   if (!(c.optim.beta1 >= 0 && c.optim.beta1 < 1)) o.fail("optim.beta1", "must be in [0, 1)");

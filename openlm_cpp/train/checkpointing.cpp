@@ -334,6 +334,24 @@ void resume_run(Run& r) {
     log::info("resume: no checkpoint in {} yet, starting from scratch", r.cfg.run_dir);
     return;
   }
+  // The LR schedule is a function of (step, total): resuming with another total makes the learning
+  // rate jump at the resumed step. Refused before anything is changed, unless the recipe allows it.
+  const int64_t saved_total = meta.contains("lr_schedule") ? meta["lr_schedule"].value("total_steps", int64_t{0}) : 0;
+  if (saved_total > 0 && saved_total != r.total) {
+    const std::string saved = std::to_string(saved_total), now = std::to_string(r.total);
+    if (!r.cfg.schedule.allow_change)
+      throw ConfigError(r.cfg.source_file, "max_steps", 0,
+                        "resuming " + dir + ", whose learning-rate schedule spans " + saved +
+                            " steps, with a run of " + now +
+                            " steps would make the learning rate jump at the resumed step (step " +
+                            std::to_string(meta.value("step", int64_t{0})) + "). Resume with --max-steps " + saved +
+                            " (use --stop-at-step K to end earlier without changing the schedule), or pass --set "
+                            "schedule.allow_change=true to change the schedule's length deliberately");
+    if (r.env.rank == 0)
+      log::warn("resume: the learning-rate schedule now spans {} steps instead of the checkpoint's {} "
+                "(schedule.allow_change: true); the learning rate changes at step {}",
+                now, saved, meta.value("step", int64_t{0}));
+  }
   r.resumed_from = dir;
   // Newer checkpoints that failed verification are moved aside (renamed, never deleted), so that
   // retention neither keeps them in place of good ones nor deletes the user's data, and a later

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "openlm_cpp/checkpoint/atomic_file.h"
@@ -64,28 +65,46 @@ LoadedModel load_for_inference(const std::string& source, const std::string& tok
   return out;
 }
 
-EvalResult evaluate_sequences(Transformer& model, const std::vector<std::vector<int64_t>>& seqs) {
+void score_sequence(Transformer& model, const std::vector<int64_t>& s, int64_t stride, EvalResult& r,
+                    const std::string& label) {
+  const int64_t L = model.config().seq_len;
+  const int64_t V = model.config().vocab_size;
+  if (stride < 0 || stride > L)
+    throw ConfigError("--stride", "", 0,
+                      "must be in [1, seq_len = " + std::to_string(L) + "] (0 = seq_len); got " + std::to_string(stride));
+  const int64_t S = stride > 0 ? stride : L;
+  const int64_t N = static_cast<int64_t>(s.size());
+  if (N < 2)
+    throw DataError(label + ": " + std::to_string(N) + " token" + (N == 1 ? "" : "s") +
+                    "; a sequence needs at least 2 (the first token is only context, every later one is scored)");
+  for (auto id : s)
+    if (id < 0 || id >= V)
+      throw DataError(label + ": token id " + std::to_string(id) + " outside the vocabulary [0, " +
+                      std::to_string(V) + ")");
   at::NoGradGuard no_grad;
   model.train(false);
-  double sum = 0;
-  EvalResult r;
-  const int64_t V = model.config().vocab_size;
-  for (std::size_t i = 0; i < seqs.size(); ++i) {
-    auto s = seqs[i];
-    if (static_cast<int64_t>(s.size()) > model.config().seq_len + 1) s.resize(model.config().seq_len + 1);
-    if (s.size() < 2) continue;
-    for (auto id : s)
-      if (id < 0 || id >= V)
-        throw DataError("sequence " + std::to_string(i + 1) + ": token id " + std::to_string(id) +
-                        " outside the vocabulary [0, " + std::to_string(V) + ")");
-    at::Tensor t = at::tensor(s, at::kLong).view({1, -1}).to(model.device());
-    at::Tensor logits = model.forward(t.slice(1, 0, -1)).to(at::kFloat);
-    at::Tensor ce = at::cross_entropy_loss(logits.view({-1, V}), t.slice(1, 1).reshape({-1}), {},
+  at::Tensor all = at::tensor(s, at::kLong).to(model.device());
+  int64_t scored_to = 1;  // the first target not scored yet
+  for (int64_t b = 0;; b += S) {
+    const int64_t end = std::min(b + L + 1, N);  // window tokens [b, end)
+    at::Tensor w = all.slice(0, b, end).view({1, -1});
+    at::Tensor logits = model.forward(w.slice(1, 0, -1)).to(at::kFloat).view({-1, V});  // targets b+1 .. end-1
+    const int64_t first = scored_to - (b + 1);                                           // row of the first new target
+    at::Tensor ce = at::cross_entropy_loss(logits.slice(0, first), w.slice(1, first + 1).reshape({-1}), {},
                                            at::Reduction::Sum, -100);
-    sum += ce.item<double>();
-    r.tokens += static_cast<int64_t>(s.size()) - 1;
+    r.sum_nll += ce.item<double>();
+    r.tokens += end - scored_to;
+    scored_to = end;
+    ++r.windows;
+    if (end == N) break;
   }
-  r.loss = r.tokens > 0 ? sum / static_cast<double>(r.tokens) : 0.0;
+  ++r.sequences;
+  r.loss = r.sum_nll / static_cast<double>(r.tokens);
+}
+
+EvalResult evaluate_sequences(Transformer& model, const std::vector<std::vector<int64_t>>& seqs, int64_t stride) {
+  EvalResult r;
+  for (std::size_t i = 0; i < seqs.size(); ++i) score_sequence(model, seqs[i], stride, r, "sequence " + std::to_string(i + 1));
   return r;
 }
 

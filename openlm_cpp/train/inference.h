@@ -21,11 +21,27 @@ struct LoadedModel {
 LoadedModel load_for_inference(const std::string& source, const std::string& tokenizer_override = "");
 
 struct EvalResult {
-  double loss = 0;      ///< mean next-token cross entropy over all predicted positions (fp32)
-  int64_t tokens = 0;   ///< predicted positions
+  double loss = 0;       ///< mean next-token cross entropy over all scored positions (fp32 per window)
+  int64_t tokens = 0;    ///< scored positions: every target of every sequence (length - 1 each)
+  int64_t sequences = 0;
+  int64_t windows = 0;   ///< forward passes
+  double sum_nll = 0;    ///< summed cross entropy (loss = sum_nll / tokens)
 };
-/// Each sequence is scored on its own (inputs seq[:-1], targets seq[1:]), cropped to seq_len+1.
-EvalResult evaluate_sequences(Transformer& model, const std::vector<std::vector<int64_t>>& seqs);
+
+/// Scores one sequence s_0..s_{N-1} (N >= 2) into `r`: every target s_1..s_{N-1} exactly once, in
+/// windows of at most seq_len inputs. With L = seq_len and stride S (0 = L; 1 <= S <= L), window k
+/// takes tokens [kS, min(kS + L + 1, N)) (inputs all but its last token, targets all but its
+/// first) and scores only its targets that no earlier window scored; the last window is the first
+/// that reaches s_{N-1}. A sequence of at most L + 1 tokens is one window (inputs s[:-1]). With the
+/// default S = L the windows are disjoint: the targets of window k >= 1 see 1..L tokens of
+/// context; with S < L every target past s_L sees at least L - S + 1 (S = 1: always L, one
+/// forward per target). Throws DataError "<label>: ..." for fewer than 2 tokens or a token id
+/// outside the vocabulary, ConfigError ("--stride") for a stride outside [0, L].
+void score_sequence(Transformer& model, const std::vector<int64_t>& seq, int64_t stride, EvalResult& r,
+                    const std::string& label);
+
+/// score_sequence over every sequence (labels "sequence <1-based index>"), loss set.
+EvalResult evaluate_sequences(Transformer& model, const std::vector<std::vector<int64_t>>& seqs, int64_t stride = 0);
 
 /// The model's fp32 logits [sequences, T, vocab] (on CPU) at every position of each whole
 /// sequence (inputs = the sequence itself, nothing cropped, as Hugging Face's `model(ids).logits`).

@@ -169,6 +169,35 @@ TrainConfig resolve_inputs(TrainConfig cfg) {
   return cfg;
 }
 
+/// Tokenizer and model must agree before anything is built (docs/RECIPES.md, "Tokenizer, data and
+/// model"): model.vocab_size not written by the train recipe takes the tokenizer's vocabulary
+/// rounded up to a multiple of 256 (GPT-NeoX's 50,277 -> OpenLM's 50,432); one written explicitly
+/// must cover the tokenizer's ids. Returns the tokenizer's identity (for the data shards), "" when
+/// the run has no tokenizer.
+std::string reconcile_tokenizer(TrainConfig& cfg) {
+  if (cfg.tokenizer.path.empty()) return "";
+  std::unique_ptr<Tokenizer> tok = load_tokenizer(cfg.tokenizer.type, cfg.tokenizer.path);
+  const int64_t tv = tok->vocab_size();
+  const std::string tv_s = std::to_string(tv), mv_s = std::to_string(cfg.model.vocab_size);
+  if (!cfg.vocab_size_set) {
+    const int64_t v = (tv + 255) / 256 * 256;
+    if (v != cfg.model.vocab_size)
+      log::info("model.vocab_size: {} from the tokenizer {} ({} ids, rounded up to a multiple of 256; the model's "
+                "default was {}; set model.vocab_size to choose another)",
+                v, cfg.tokenizer.path, tv, cfg.model.vocab_size);
+    cfg.model.vocab_size = v;
+    cfg.vocab_size_set = true;
+  } else if (cfg.model.vocab_size < tv) {
+    throw ConfigError(cfg.source_file, "model.vocab_size", 0,
+                      "model.vocab_size " + mv_s + " is smaller than the vocabulary of tokenizer.path '" +
+                          cfg.tokenizer.path + "' (" + tv_s + " ids): its ids " + mv_s + ".." +
+                          std::to_string(tv - 1) + " would have no embedding row. Set model.vocab_size >= " + tv_s +
+                          " (or leave it out to take the tokenizer's size rounded up to a multiple of 256), or use "
+                          "the tokenizer the model was meant for");
+  }
+  return tok->id();
+}
+
 /// Refuses, before anything is allocated, a run whose estimated memory (model_stats.h: weights,
 /// gradients, AdamW state, activations, logits) cannot fit: on CUDA the device's memory per rank;
 /// on the host (always: every rank first builds the whole fp32 model there) the estimate times the
@@ -205,6 +234,7 @@ void check_training_memory(const TrainConfig& cfg, const DistEnv& env, const at:
 Run build(const TrainConfig& cfg_in) {
   Run r;
   r.cfg = resolve_inputs(cfg_in);
+  const std::string tokenizer_id = reconcile_tokenizer(r.cfg);  // before the model's size is used
   const TrainConfig& cfg = r.cfg;
   r.env = detect_dist_env();
   if (r.env.world_size > 1) log::set_rank(r.env.rank);
@@ -252,6 +282,8 @@ Run build(const TrainConfig& cfg_in) {
   lo.rank = r.env.rank;
   lo.world_size = r.env.world_size;
   lo.seed = cfg.seed;
+  lo.tokenizer_id = tokenizer_id;
+  lo.tokenizer_label = "tokenizer.path '" + cfg.tokenizer.path + "'";
   if (!cfg.data.instructions.empty()) {  // fine-tuning: records tokenised here, loss masked on prompts
     std::shared_ptr<const Tokenizer> tok = load_tokenizer(cfg.tokenizer.type, cfg.tokenizer.path);
     r.data = data::make_instruction_source(lo, [tok](const std::string& s) { return tok->encode(s); }, tok->eos_id());

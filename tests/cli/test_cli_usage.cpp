@@ -128,7 +128,8 @@ TEST(Cli, HelpShowsDefaults) {
   struct Case {
     std::string args, expect;
   };
-  for (const Case& c : {Case{"generate --help", "--temperature FLOAT=0"}, Case{"generate --help", "--max-new-tokens INT=64"},
+  for (const Case& c : {Case{"generate --help", "--temperature FLOAT=0.8"},
+                        Case{"generate --help", "--max-new-tokens INT=48"}, Case{"generate --help", "generate.top_k"},
                         Case{"train --help", "--max-steps INT=0"}, Case{"model-info --help", "--world-size INT=1"},
                         Case{"export-hf --help", "=openlm"}, Case{"launch --help", "--stop-grace FLOAT=5"},
                         Case{"tokenizer train --help", "--vocab-size INT=4096"}}) {

@@ -186,7 +186,8 @@ TEST(Hardening, NoPredictableTempFilesAndNoWritesThroughSymlinks) {
   // `<dest>.tmp` symlinks too.
   for (const char* f : {"config.json.tmp", "checkpoints/latest.tmp", "metrics.jsonl.tmp", "model.safetensors.tmp"})
     stdfs::create_symlink(victim, run + "/" + f);
-  Result tr = train(run, "--max-steps 6 --set checkpoint.every_steps=1");
+  // (--max-steps 6 extends the finished 4-step run: a schedule change, allowed explicitly; B.5)
+  Result tr = train(run, "--max-steps 6 --set checkpoint.every_steps=1 --set schedule.allow_change=true");
   EXPECT_EQ(tr.rc, 0) << tr.out;
   EXPECT_EQ(slurp(victim), "precious 0600 data\n") << "a training run wrote through a planted symlink";
   EXPECT_EQ(slurp(run + "/checkpoints/latest"), "step_6\n");

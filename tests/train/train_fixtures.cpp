@@ -40,7 +40,8 @@ std::string write_counting_shards(const std::string& dir, int64_t n, int64_t seq
   int64_t per = (n + shards - 1) / shards;
   for (int s = 0; s < shards; ++s) {
     std::string name = "shard_" + std::to_string(s);
-    data::NativeShardWriter w(dir + "/" + name + data::kNativeExt, data::native_dtype_bytes(vocab), seq_len + 1, "test");
+    data::NativeShardWriter w(dir + "/" + name + data::kNativeExt, data::native_dtype_bytes(vocab), seq_len + 1,
+                              /*tokenizer=*/"");  // made with no tokenizer: not checked against a run's
     for (int64_t i = s * per; i < std::min(n, (s + 1) * per); ++i) {
       state = state * 6364136223846793005ULL + 1442695040888963407ULL;
       int64_t start = static_cast<int64_t>((state >> 33) % static_cast<uint64_t>(vocab));
