@@ -22,6 +22,9 @@ using Setup = std::function<void(CLI::App& root)>;
 std::map<std::string, Setup>& registry();
 /// What `openlm --version` prints (set by version.cpp; empty: the binary has no --version).
 std::function<std::string()>& version_provider();
+/// The one-line message for an exception no other handler took (set by torch_errors.cpp to strip
+/// LibTorch's stack trace from c10::Error; empty: e.what()).
+std::function<std::string(const std::exception&)>& error_describer();
 
 struct Registrar {
   Registrar(const std::string& name, Setup s) { registry()[name] = std::move(s); }

@@ -2,12 +2,10 @@
 // codes: 0 done, 1 user/data error with a message, 2 usage error (CLI11, unknown command);
 // `openlm launch` exits with a failed rank's status or 128 + signal, `openlm train` with 130 when
 // Ctrl-C stopped it after a checkpoint. A LibTorch error (c10::Error) is reported as one line,
-// without LibTorch's stack trace.
+// without LibTorch's stack trace (cli/torch_errors.cpp).
 #include <cstdio>
 #include <cstring>
 #include <string>
-
-#include <c10/util/Exception.h>
 
 #include "openlm_cpp/cli/command.h"
 #include "openlm_cpp/core/error.h"
@@ -20,6 +18,10 @@ std::map<std::string, Setup>& registry() {
 }
 std::function<std::string()>& version_provider() {
   static std::function<std::string()> f;
+  return f;
+}
+std::function<std::string(const std::exception&)>& error_describer() {
+  static std::function<std::string(const std::exception&)> f;
   return f;
 }
 }  // namespace openlm::cli
@@ -56,16 +58,10 @@ int main(int argc, char** argv) {
   } catch (const openlm::Error& e) {
     openlm::log::error("{}", e.what());
     return 1;
-  } catch (const c10::Error& e) {
-    // A LibTorch error that no check of ours caught first: its message without the C++ stack
-    // trace LibTorch appends (what() carries it), one line, exit 1 like every other error.
-    std::string msg = e.what_without_backtrace();
-    for (char& c : msg)
-      if (c == '\n') c = ' ';
-    openlm::log::error("LibTorch: {}", msg);
-    return 1;
   } catch (const std::exception& e) {
-    openlm::log::error("{}", e.what());
+    // Anything else (a LibTorch c10::Error no check of ours caught first): one line, exit 1.
+    auto& describe = openlm::cli::error_describer();
+    openlm::log::error("{}", describe ? describe(e) : std::string(e.what()));
     return 1;
   }
   return 0;
