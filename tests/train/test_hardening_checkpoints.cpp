@@ -26,46 +26,14 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
-// $OPENLM_TEST_BIN overrides the binary (e.g. to show that an unfixed build fails these tests).
-const std::string kBin = std::getenv("OPENLM_TEST_BIN") ? std::getenv("OPENLM_TEST_BIN") : OPENLM_BINARY_DIR "/bin/openlm";
+using openlm::testing::has;
+using openlm::testing::q;
+using openlm::testing::Result;
+using openlm::testing::sh;
+using openlm::testing::slurp;
+using openlm::testing::snapshot;
 
-struct Result {
-  int rc = -1;
-  std::string out;
-};
-
-/// Runs `script` with /bin/sh under `timeout` (a hang fails instead of blocking), stdout+stderr.
-Result sh(const std::string& script, int timeout_s = 120) {
-  const std::string file = openlm::testing::temp_dir("sh_" + std::to_string(::getpid()) + "_" +
-                                                     std::to_string(std::rand())) + "/cmd.sh";
-  std::ofstream(file) << script << "\n";
-  const std::string cmd = "timeout -k 5 " + std::to_string(timeout_s) + " /bin/sh " + file + " 2>&1";
-  Result r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = ::pclose(p);
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
-}
-
-std::string q(const std::string& s) { return "'" + s + "'"; }
-
-std::string slurp(const std::string& p) { return openlm::fs::read_file(p); }
-
-/// Every entry under `root` -> its bytes (files), "->target" (symlinks) or "<dir>".
-std::map<std::string, std::string> snapshot(const std::string& root) {
-  std::map<std::string, std::string> out;
-  for (auto& e : stdfs::recursive_directory_iterator(root)) {
-    const std::string rel = stdfs::relative(e.path(), root).string();
-    if (e.is_symlink()) out[rel] = "->" + stdfs::read_symlink(e.path()).string();
-    else if (e.is_directory()) out[rel] = "<dir>";
-    else out[rel] = slurp(e.path().string());
-  }
-  return out;
-}
+const std::string kBin = openlm::testing::openlm_bin();
 
 std::set<std::string> entries(const std::string& dir) {
   std::set<std::string> out;

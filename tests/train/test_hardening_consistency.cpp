@@ -27,32 +27,14 @@ using openlm::testing::temp_dir;
 
 namespace {
 
-// $OPENLM_TEST_BIN overrides the binary (e.g. to show that an unfixed build fails these tests).
-const std::string kBin = std::getenv("OPENLM_TEST_BIN") ? std::getenv("OPENLM_TEST_BIN") : OPENLM_BINARY_DIR "/bin/openlm";
+using openlm::testing::has;
+using openlm::testing::q;
+using openlm::testing::Result;
+using openlm::testing::sh;
+using openlm::testing::slurp;
+using openlm::testing::snapshot;
 
-std::string q(const std::string& s) { return "'" + s + "'"; }
-std::string slurp(const std::string& p) { return stdfs::exists(p) ? openlm::fs::read_file(p) : std::string(); }
-bool has(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
-
-struct Result {
-  int rc = -1;
-  std::string out;
-};
-
-/// Runs `script` with /bin/sh under `timeout`, stdout+stderr captured (stdout alone in `stdout_only`).
-Result sh(const std::string& script, int timeout_s = 180, std::string* stdout_only = nullptr) {
-  static int n = 0;
-  const std::string dir = temp_dir("consistency_sh_" + std::to_string(++n));
-  std::ofstream(dir + "/cmd.sh") << "export OMP_NUM_THREADS=1\n" << script << "\n";
-  const std::string cmd = "timeout -k 5 " + std::to_string(timeout_s) + " /bin/sh " + dir + "/cmd.sh > " + dir +
-                          "/out 2> " + dir + "/err";
-  Result r;
-  const int st = std::system(cmd.c_str());
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  if (stdout_only) *stdout_only = slurp(dir + "/out");
-  r.out = slurp(dir + "/out") + slurp(dir + "/err");
-  return r;
-}
+const std::string kBin = openlm::testing::openlm_bin();
 
 const char* const kWords[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "from",
                               "home", "under", "blue", "sky", "while", "birds", "sang", "songs", "of", "old", "times",

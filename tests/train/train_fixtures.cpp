@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <iterator>
+#include <sys/wait.h>
 #include <fstream>
 #include <vector>
 
@@ -72,6 +74,45 @@ std::vector<nlohmann::json> read_metrics(const std::string& run_dir) {
   std::string line;
   while (std::getline(in, line))
     if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+std::string openlm_bin() {
+  const char* b = std::getenv("OPENLM_TEST_BIN");
+  return b && *b ? b : OPENLM_BINARY_DIR "/bin/openlm";
+}
+
+std::string q(const std::string& s) { return "'" + s + "'"; }
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return in ? std::string(std::istreambuf_iterator<char>(in), {}) : std::string();
+}
+
+bool has(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+
+Result sh(const std::string& script, int timeout_s, std::string* stdout_only) {
+  static int n = 0;
+  const std::string dir = temp_dir("sh_" + std::to_string(++n));
+  std::ofstream(dir + "/cmd.sh") << "export OMP_NUM_THREADS=1\n" << script << "\n";
+  const std::string cmd = "timeout -k 5 " + std::to_string(timeout_s) + " /bin/sh " + dir + "/cmd.sh > " + dir +
+                          "/out 2> " + dir + "/err";
+  Result r;
+  const int st = std::system(cmd.c_str());
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  if (stdout_only) *stdout_only = slurp(dir + "/out");
+  r.out = slurp(dir + "/out") + slurp(dir + "/err");
+  return r;
+}
+
+std::map<std::string, std::string> snapshot(const std::string& root) {
+  std::map<std::string, std::string> out;
+  for (auto& e : fs::recursive_directory_iterator(root)) {
+    const std::string rel = fs::relative(e.path(), root).string();
+    if (e.is_symlink()) out[rel] = "->" + fs::read_symlink(e.path()).string();
+    else if (e.is_directory()) out[rel] = "<dir>";
+    else out[rel] = slurp(e.path().string());
+  }
   return out;
 }
 

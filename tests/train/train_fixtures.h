@@ -2,6 +2,7 @@
 // Shared fixtures: a tiny recipe and synthetic native shards with a learnable pattern.
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,5 +22,27 @@ TrainConfig tiny_recipe(const std::string& manifest, const std::string& run_dir,
 
 /// The lines of <run_dir>/metrics.jsonl, parsed.
 std::vector<nlohmann::json> read_metrics(const std::string& run_dir);
+
+// ---- Driving the `openlm` binary the way a user does (the CLI tests) ----------------------------
+
+/// The binary under test: $OPENLM_TEST_BIN when set (e.g. an unfixed build, to show that a test
+/// fails without its fix), else this build's bin/openlm.
+std::string openlm_bin();
+/// `s` in single quotes for /bin/sh.
+std::string q(const std::string& s);
+/// A file's bytes ("" when it does not exist).
+std::string slurp(const std::string& path);
+bool has(const std::string& s, const std::string& what);
+
+struct Result {
+  int rc = -1;      ///< exit status, 128 + signal when killed
+  std::string out;  ///< stdout + stderr
+};
+/// Runs `script` with /bin/sh (OMP_NUM_THREADS=1) under `timeout` so that a hang fails instead of
+/// blocking; `stdout_only`, when given, receives stdout alone.
+Result sh(const std::string& script, int timeout_s = 120, std::string* stdout_only = nullptr);
+
+/// Every entry under `root` -> its bytes (files), "->target" (symlinks) or "<dir>".
+std::map<std::string, std::string> snapshot(const std::string& root);
 
 }  // namespace openlm::testing
