@@ -122,62 +122,48 @@ void write_file_atomic(const std::string& path, std::string_view content) {
   f.commit();
 }
 
-void copy_file_atomic(const std::string& src, const std::string& dst) {
-  // O_NONBLOCK: opening a FIFO must not block; it has no effect on a regular file's reads.
-  int fd = ::open(src.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) throw_errno("cannot open", src);
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int e = errno;
-    ::close(fd);
-    errno = e;
-    throw_errno("cannot stat", src);
+namespace {
+/// Closes a file descriptor on every path out of a scope.
+struct FdCloser {
+  int fd;
+  ~FdCloser() {
+    if (fd >= 0) ::close(fd);
   }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw IoError("refusing to copy '" + src + "': not a regular file");
-  }
-  AtomicFile out(dst, st.st_mode & 0666);
+};
+
+/// Reads `fd` to its end in 64 KiB chunks, handing each to `sink`; errors name `path`.
+template <typename Sink>
+void read_chunks(int fd, const std::string& path, Sink&& sink) {
   char buf[1 << 16];
   for (;;) {
     ssize_t r = ::read(fd, buf, sizeof buf);
     if (r < 0) {
       if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      errno = e;
-      throw_errno("read failed for", src);
+      throw_errno("read failed for", path);
     }
-    if (r == 0) break;
-    try {
-      out.write(buf, static_cast<size_t>(r));
-    } catch (...) {
-      ::close(fd);
-      throw;
-    }
+    if (r == 0) return;
+    sink(buf, static_cast<size_t>(r));
   }
-  ::close(fd);
+}
+}  // namespace
+
+void copy_file_atomic(const std::string& src, const std::string& dst) {
+  // O_NONBLOCK: opening a FIFO must not block; it has no effect on a regular file's reads.
+  FdCloser in{::open(src.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)};
+  if (in.fd < 0) throw_errno("cannot open", src);
+  struct stat st {};
+  if (::fstat(in.fd, &st) != 0) throw_errno("cannot stat", src);
+  if (!S_ISREG(st.st_mode)) throw IoError("refusing to copy '" + src + "': not a regular file");
+  AtomicFile out(dst, st.st_mode & 0666);
+  read_chunks(in.fd, src, [&](const char* data, size_t n) { out.write(data, n); });
   out.commit();
 }
 
 std::string read_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw_errno("cannot open", path);
+  FdCloser in{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (in.fd < 0) throw_errno("cannot open", path);
   std::string out;
-  char buf[1 << 16];
-  for (;;) {
-    ssize_t r = ::read(fd, buf, sizeof buf);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      errno = e;
-      throw_errno("read failed for", path);
-    }
-    if (r == 0) break;
-    out.append(buf, static_cast<size_t>(r));
-  }
-  ::close(fd);
+  read_chunks(in.fd, path, [&](const char* data, size_t n) { out.append(data, n); });
   return out;
 }
 

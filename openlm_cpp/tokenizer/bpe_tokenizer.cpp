@@ -2,9 +2,6 @@
 // `tokenizers` package: added tokens -> normalizer -> pre-tokenizer (Split / ByteLevel) -> BPE
 // merges by rank -> ids; decode through the ByteLevel decoder. docs/TOKENIZERS.md lists what is
 // supported; every other part of a tokenizer.json is refused by name.
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <algorithm>
 #include <cctype>
 #include <stdexcept>
@@ -22,6 +19,7 @@
 
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/core/log.h"
+#include "openlm_cpp/tokenizer/bpe_regex.h"
 #include "openlm_cpp/tokenizer/tokenizer.h"
 #include "openlm_cpp/tokenizer/unicode_text.h"
 
@@ -106,197 +104,18 @@ const ByteLevelAlphabet& alphabet() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Regular expressions: PCRE2 (UTF + UCP, JIT) with Oniguruma's find_iter semantics.
+// Regular expressions (bpe_regex.h); an unsupported pattern is refused by its key.
 
-/// `tokenizers` compiles patterns with Oniguruma, whose Unicode tables (Unicode 16.0 in
-/// tokenizers 0.23) are newer than PCRE2 10.42's (14.0), and whose \s is White_Space without
-/// U+180E. onig_compatible() rewrites the escapes whose meaning would differ, so that PCRE2 (UTF +
-/// UCP) matches what Oniguruma matches: \s/\S as Oniguruma's 25 code points; \p{L} and \p{N}
-/// (and \P{L}, \P{N}) and \d, \D as PCRE2's property plus the code points Unicode 15 and 16 added to
-/// them (measured against tokenizers 0.23.3; tests/tokenizer checks every code point). Escapes
-/// whose semantics differ between the engines and are not rewritten (\w \b \h \p{other} ...)
-/// are refused by name.
-constexpr const char* kOnigSpace = R"(\t-\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
-constexpr const char* kOnigExtraL =
-    R"(\x{1C89}-\x{1C8A}\x{A7CB}-\x{A7CD}\x{A7DA}-\x{A7DC}\x{105C0}-\x{105F3}\x{10D4A}-\x{10D65}\x{10D6F}-\x{10D85})"
-    R"(\x{10EC2}-\x{10EC4}\x{1123F}-\x{11240}\x{11380}-\x{11389}\x{1138B}\x{1138E}\x{11390}-\x{113B5}\x{113B7})"
-    R"(\x{113D1}\x{113D3}\x{11BC0}-\x{11BE0}\x{11F02}\x{11F04}-\x{11F10}\x{11F12}-\x{11F33}\x{1342F})"
-    R"(\x{13441}-\x{13446}\x{13460}-\x{143FA}\x{16100}-\x{1611D}\x{16D40}-\x{16D6C}\x{18CFF}\x{1B132}\x{1B155})"
-    R"(\x{1DF25}-\x{1DF2A}\x{1E030}-\x{1E06D}\x{1E4D0}-\x{1E4EB}\x{1E5D0}-\x{1E5ED}\x{1E5F0}\x{2B739})"
-    R"(\x{2EBF0}-\x{2EE5D}\x{31350}-\x{323AF})";
-constexpr const char* kOnigExtraN =
-    R"(\x{10D40}-\x{10D49}\x{116D0}-\x{116E3}\x{11BF0}-\x{11BF9}\x{11F50}-\x{11F59}\x{16130}-\x{16139})"
-    R"(\x{16D70}-\x{16D79}\x{1CCF0}-\x{1CCF9}\x{1D2C0}-\x{1D2D3}\x{1E4F0}-\x{1E4F9}\x{1E5F1}-\x{1E5FA})";
+using bpe::Regex;
 
-constexpr const char* kOnigExtraNd =
-    R"(\x{10D40}-\x{10D49}\x{116D0}-\x{116E3}\x{11BF0}-\x{11BF9}\x{11F50}-\x{11F59}\x{16130}-\x{16139})"
-    R"(\x{16D70}-\x{16D79}\x{1CCF0}-\x{1CCF9}\x{1E4F0}-\x{1E4F9}\x{1E5F1}-\x{1E5FA})";
-
-std::string onig_compatible(const std::string& p) {
-  std::string out;
-  bool in_class = false;
-  auto bad = [&](const std::string& esc, const std::string& why) {
-    throw std::invalid_argument("the escape " + esc + " " + why);
-  };
-  for (std::size_t i = 0; i < p.size(); ++i) {
-    char c = p[i];
-    if (c == '\\' && i + 1 < p.size()) {
-      char d = p[i + 1];
-      ++i;
-      if (d == 's' || d == 'S') {
-        if (d == 's') out += in_class ? std::string(kOnigSpace) : "[" + std::string(kOnigSpace) + "]";
-        else if (!in_class) out += "[^" + std::string(kOnigSpace) + "]";
-        else bad("\\S", "inside a character class is not supported");
-        continue;
-      }
-      if (d == 'd' || d == 'D') {  // \p{Nd}
-        std::string set = std::string("\\d") + kOnigExtraNd;
-        if (d == 'd') out += in_class ? set : "[" + set + "]";
-        else if (!in_class) out += "[^" + set + "]";
-        else bad("\\D", "inside a character class is not supported");
-        continue;
-      }
-      if (d == 'p' || d == 'P') {
-        std::string name;
-        if (i + 1 < p.size() && p[i + 1] == '{') {
-          std::size_t e = p.find('}', i + 2);
-          if (e == std::string::npos) bad("\\" + std::string(1, d), "has no closing brace");
-          name = p.substr(i + 2, e - i - 2);
-          i = e;
-        } else {
-          bad("\\" + std::string(1, d) + (i + 1 < p.size() ? p.substr(i + 1, 1) : std::string()),
-              "is not supported (write \\p{L} or \\p{N})");
-        }
-        if (name != "L" && name != "N")
-          bad("\\" + std::string(1, d) + "{" + name + "}", "is not supported (only \\p{L} and \\p{N}, whose "
-              "Unicode tables are matched to Oniguruma's)");
-        std::string set = "\\p{" + name + "}" + (name == "L" ? kOnigExtraL : kOnigExtraN);
-        if (d == 'p') out += in_class ? set : "[" + set + "]";
-        else if (!in_class) out += "[^" + set + "]";
-        else bad("\\P{" + name + "}", "inside a character class is not supported");
-        continue;
-      }
-      if (d == 'u') {  // Oniguruma's \uHHHH
-        if (i + 4 >= p.size() || !std::all_of(p.begin() + static_cast<std::ptrdiff_t>(i) + 1,
-                                              p.begin() + static_cast<std::ptrdiff_t>(i) + 5,
-                                              [](char h) { return std::isxdigit(static_cast<unsigned char>(h)); }))
-          bad("\\u", "needs four hex digits");
-        out += "\\x{" + p.substr(i + 1, 4) + "}";
-        i += 4;
-        continue;
-      }
-      if (d == 'v') { out += "\\x{0B}"; continue; }  // Oniguruma: vertical tab; PCRE2: a class
-      if (std::isalnum(static_cast<unsigned char>(d)) && !std::strchr("tnrfae0xc", d))
-        bad("\\" + std::string(1, d), "is not supported (its Unicode meaning differs between Oniguruma and PCRE2)");
-      out += c;
-      out += d;
-      continue;
-    }
-    if (!in_class && c == '[') {
-      in_class = true;
-      out += c;
-      // A ']' (or '^]') right after '[' is a literal member.
-      if (i + 1 < p.size() && p[i + 1] == '^') { out += '^'; ++i; }
-      if (i + 1 < p.size() && p[i + 1] == ']') { out += ']'; ++i; }
-      continue;
-    }
-    if (in_class && c == '[') {
-      if (i + 1 < p.size() && p[i + 1] == ':') bad("[:class:]", "(POSIX classes) is not supported");
-      throw std::invalid_argument("nested character classes are not supported");
-    }
-    if (in_class && c == ']') in_class = false;
-    out += c;
+std::shared_ptr<Regex> compile_regex(const std::string& pattern, bool literal, const std::string& origin,
+                                     const std::string& key) {
+  try {
+    return std::make_shared<Regex>(pattern, literal);
+  } catch (const std::invalid_argument& e) {
+    refuse(origin, key, pattern, e.what());
   }
-  return out;
 }
-
-struct MatchState {
-  pcre2_match_data* md = nullptr;
-  pcre2_match_context* mctx = nullptr;
-  pcre2_jit_stack* stack = nullptr;
-  MatchState() {
-    md = pcre2_match_data_create(1, nullptr);
-    mctx = pcre2_match_context_create(nullptr);
-    stack = pcre2_jit_stack_create(64 * 1024, 64 * 1024 * 1024, nullptr);
-    if (stack) pcre2_jit_stack_assign(mctx, nullptr, stack);
-    pcre2_set_heap_limit(mctx, 1u << 30);  // KiB: the interpreter fallback may use a lot
-  }
-  ~MatchState() {
-    pcre2_match_data_free(md);
-    pcre2_match_context_free(mctx);
-    if (stack) pcre2_jit_stack_free(stack);
-  }
-};
-MatchState& match_state() {
-  thread_local MatchState st;
-  return st;
-}
-
-class Regex {
- public:
-  Regex(const std::string& pattern, bool literal, const std::string& origin, const std::string& key) {
-    int err = 0;
-    PCRE2_SIZE off = 0;
-    std::string p;
-    try {
-      p = literal ? pattern : onig_compatible(pattern);
-    } catch (const std::invalid_argument& e) {
-      refuse(origin, key, pattern, e.what());
-    }
-    uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p.data()), p.size(), opts, &err, &off, nullptr);
-    if (!code_) {
-      PCRE2_UCHAR msg[256];
-      pcre2_get_error_message(err, msg, sizeof msg);
-      refuse(origin, key, pattern,
-             "the pattern does not compile with PCRE2 at offset " + std::to_string(off) + ": " +
-                 reinterpret_cast<char*>(msg));
-    }
-    jit_ = pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE) == 0;
-  }
-  ~Regex() { pcre2_code_free(code_); }
-  Regex(const Regex&) = delete;
-  Regex& operator=(const Regex&) = delete;
-
-  /// Calls f(start, end) for each match in s, like onig's find_iter (an empty match right after
-  /// the previous match is skipped by advancing one character).
-  template <class F>
-  void find_iter(std::string_view s, F&& f) const {
-    auto& st = match_state();
-    std::size_t last_end = 0;
-    bool have_last = false;
-    std::size_t last_match_end = 0;
-    const auto* subj = reinterpret_cast<PCRE2_SPTR>(s.data());
-    while (last_end <= s.size()) {
-      int rc = jit_ ? pcre2_jit_match(code_, subj, s.size(), last_end, 0, st.md, st.mctx) : PCRE2_ERROR_JIT_BADOPTION;
-      if (rc == PCRE2_ERROR_JIT_STACKLIMIT || rc == PCRE2_ERROR_JIT_BADOPTION)
-        rc = pcre2_match(code_, subj, s.size(), last_end, PCRE2_NO_UTF_CHECK, st.md, st.mctx);
-      if (rc == PCRE2_ERROR_NOMATCH) return;
-      if (rc < 0) {
-        PCRE2_UCHAR msg[256];
-        pcre2_get_error_message(rc, msg, sizeof msg);
-        throw Error(std::string("tokenizer regex match failed: ") + reinterpret_cast<char*>(msg));
-      }
-      PCRE2_SIZE* ov = pcre2_get_ovector_pointer(st.md);
-      std::size_t ms = ov[0], me = ov[1];
-      if (ms == me && have_last && last_match_end == me) {
-        if (last_end >= s.size()) return;
-        std::size_t i = last_end;
-        unicode::next_code_point(s, i);
-        last_end = i;
-        continue;
-      }
-      last_end = me;
-      have_last = true;
-      last_match_end = me;
-      f(ms, me);
-    }
-  }
-
- private:
-  pcre2_code* code_ = nullptr;
-  bool jit_ = false;
-};
 
 // ---------------------------------------------------------------------------------------------
 // Pre-tokenizer steps (Split, ByteLevel) on string pieces.
@@ -742,7 +561,7 @@ class BpeTokenizer final : public Tokenizer {
       s.add_prefix_space = get_bool(origin_, p, where, "add_prefix_space", true);
       s.use_regex = get_bool(origin_, p, where, "use_regex", true);
       get_bool(origin_, p, where, "trim_offsets", true);  // offsets only
-      if (s.use_regex) s.regex = std::make_shared<Regex>(kGpt2Pattern, false, origin_, where);
+      if (s.use_regex) s.regex = compile_regex(kGpt2Pattern, false, origin_, where);
     } else if (t == "Split") {
       only_keys(origin_, where, p, {"type", "pattern", "behavior", "invert"});
       if (!p.contains("pattern") || !p["pattern"].is_object() || p["pattern"].size() != 1)
@@ -752,7 +571,7 @@ class BpeTokenizer final : public Tokenizer {
       if (!literal && !pat.contains("Regex")) refuse(origin_, where + ".pattern", pat, "expected Regex or String");
       const auto& pv = literal ? pat["String"] : pat["Regex"];
       if (!pv.is_string()) invalid(origin_, where + ".pattern", "the pattern must be a string");
-      s.regex = std::make_shared<Regex>(pv.get<std::string>(), literal, origin_,
+      s.regex = compile_regex(pv.get<std::string>(), literal, origin_,
                                         where + ".pattern." + (literal ? "String" : "Regex"));
       static const std::map<std::string, Behavior> behaviors = {{"Removed", Behavior::Removed},
                                                                 {"Isolated", Behavior::Isolated},

@@ -17,21 +17,6 @@ using namespace openlm::data::test;
 
 namespace {
 
-/// Every sequence of a manifest, in order.
-std::vector<std::vector<int64_t>> read_all(const std::string& manifest) {
-  Manifest m = read_manifest(manifest);
-  std::vector<std::vector<int64_t>> out;
-  DecodeScratch scratch;
-  for (const auto& e : m.entries) {
-    auto r = open_shard(e);
-    for (int64_t i = 0; i < r->size(); ++i) {
-      std::vector<int64_t> ids;
-      r->read(i, ids, scratch);
-      out.push_back(ids);
-    }
-  }
-  return out;
-}
 
 std::string cli(const std::string& args, int* rc) {
   std::string out;
@@ -68,7 +53,7 @@ TEST(ConvertHardening, ShardsSharingAFileNameAllSurvive) {
       EXPECT_EQ(paths.size(), 2u) << "one output shard listed twice: " << read_file(dir + "/out/manifest.jsonl");
       EXPECT_EQ(m.total_sequences(), 5);
       // exactly the input's sequences, in the input's order
-      EXPECT_EQ(read_all(dir + "/out/manifest.jsonl"), read_all(man));
+      EXPECT_EQ(read_all_sequences(dir + "/out/manifest.jsonl"), read_all_sequences(man));
       EXPECT_NE(out.find("shares its file name"), std::string::npos) << out;
     }
 }

@@ -23,22 +23,6 @@ using openlm::DataError;
 
 namespace {
 
-/// Every sequence of a manifest in order.
-std::vector<std::vector<int64_t>> read_all(const std::string& manifest) {
-  Manifest m = read_manifest(manifest);
-  std::vector<std::vector<int64_t>> out;
-  DecodeScratch scratch;
-  for (const auto& e : m.entries) {
-    auto r = open_shard(e);
-    EXPECT_EQ(r->size(), e.num_sequences);
-    for (int64_t i = 0; i < r->size(); ++i) {
-      std::vector<int64_t> ids;
-      r->read(i, ids, scratch);
-      out.push_back(ids);
-    }
-  }
-  return out;
-}
 
 std::string cli(const std::string& args, int* rc) {
   std::string out;
@@ -57,7 +41,7 @@ TEST(PythonShards, ReadBackExactly) {
   for (const char* flags : {"", "--num-chunks"}) {
     auto dir = temp_dir("py");
     auto man = python_shards(dir, std::string("--shards 3 --per-shard 5 --len 2049 ") + flags);
-    auto seqs = read_all(man);
+    auto seqs = read_all_sequences(man);
     ASSERT_EQ(seqs.size(), 15u);
     for (int64_t g = 0; g < 15; ++g) {
       ASSERT_EQ(seqs[static_cast<size_t>(g)].size(), 2049u);
@@ -75,7 +59,7 @@ TEST(PythonShards, ReadBackExactly) {
 TEST(PythonShards, LegacyTxtMembersReadEndOfTextAsZero) {
   auto dir = temp_dir("pytxt");
   auto man = python_shards(dir, "--shards 1 --per-shard 3 --len 6 --txt");
-  auto seqs = read_all(man);
+  auto seqs = read_all_sequences(man);
   ASSERT_EQ(seqs.size(), 3u);
   for (int64_t g = 0; g < 3; ++g)
     for (int64_t t = 0; t < 6; ++t)
@@ -85,12 +69,12 @@ TEST(PythonShards, LegacyTxtMembersReadEndOfTextAsZero) {
 TEST(Convert, TarToNativeToTarIsLossless) {
   auto dir = temp_dir("conv");
   auto man = python_shards(dir + "/tar", "--shards 2 --per-shard 4 --len 33");
-  auto orig = read_all(man);
+  auto orig = read_all_sequences(man);
   EXPECT_EQ(convert_manifest(man, dir + "/native", ShardFormat::Native), 8);
   EXPECT_EQ(read_manifest(dir + "/native/manifest.jsonl").entries[0].format, ShardFormat::Native);
-  EXPECT_EQ(read_all(dir + "/native/manifest.jsonl"), orig);
+  EXPECT_EQ(read_all_sequences(dir + "/native/manifest.jsonl"), orig);
   EXPECT_EQ(convert_manifest(dir + "/native/manifest.jsonl", dir + "/tar2", ShardFormat::OpenLMTar), 8);
-  EXPECT_EQ(read_all(dir + "/tar2/manifest.jsonl"), orig);
+  EXPECT_EQ(read_all_sequences(dir + "/tar2/manifest.jsonl"), orig);
   // the Python reader (tarfile + gzip + json) agrees with our tar writer
   std::string out;
   ASSERT_EQ(run("/usr/bin/python3 " + std::string(OPENLM_SOURCE_DIR) + "/bench/py_tar_reader.py --dump '" + dir +
@@ -190,7 +174,7 @@ TEST(Tokenize, TextAndJsonlIntoNativeShards) {
   EXPECT_EQ(r.sequences, static_cast<int64_t>(stream.size()) / 32);
   EXPECT_EQ(r.dropped_tail_tokens, static_cast<int64_t>(stream.size()) % 32);
   EXPECT_EQ(r.shards, (r.sequences + 9) / 10);
-  auto seqs = read_all(dir + "/out/manifest.jsonl");
+  auto seqs = read_all_sequences(dir + "/out/manifest.jsonl");
   ASSERT_EQ(static_cast<int64_t>(seqs.size()), r.sequences);
   for (size_t i = 0; i < seqs.size(); ++i)
     for (size_t t = 0; t < 32; ++t) ASSERT_EQ(seqs[i][t], stream[i * 32 + t]);

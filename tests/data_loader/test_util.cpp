@@ -12,6 +12,7 @@
 
 #include "data_loader/manifest.h"
 #include "data_loader/native_shard.h"
+#include "data_loader/shard_reader.h"
 #include "data_loader/tar_format.h"
 #include "data_loader/token_codec.h"
 
@@ -89,6 +90,24 @@ std::string read_file(const std::string& path) {
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<std::vector<int64_t>> read_all_sequences(const std::string& manifest) {
+  Manifest m = read_manifest(manifest);
+  std::vector<std::vector<int64_t>> out;
+  DecodeScratch scratch;
+  for (const auto& e : m.entries) {
+    auto r = open_shard(e);
+    if (r->size() != e.num_sequences)
+      throw std::runtime_error(manifest + ": shard " + e.path + " holds " + std::to_string(r->size()) +
+                               " sequences, its manifest line says " + std::to_string(e.num_sequences));
+    for (int64_t i = 0; i < r->size(); ++i) {
+      std::vector<int64_t> ids;
+      r->read(i, ids, scratch);
+      out.push_back(std::move(ids));
+    }
+  }
+  return out;
 }
 
 }  // namespace openlm::data::test

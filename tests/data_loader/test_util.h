@@ -25,6 +25,9 @@ std::string python_shards(const std::string& dir, const std::string& args);
 int run(const std::string& cmd, std::string* out = nullptr);
 
 std::string read_file(const std::string& path);
+/// Every sequence of a manifest's shards, in order; throws when a shard holds another number of
+/// sequences than its manifest line says.
+std::vector<std::vector<int64_t>> read_all_sequences(const std::string& manifest);
 void write_file(const std::string& path, const std::string& bytes);
 
 }  // namespace openlm::data::test
