@@ -16,7 +16,6 @@ AdamW::AdamW(std::vector<Param> params, const OptimConfig& cfg) : params_(std::m
     m_.push_back(at::zeros_like(p.value));
     v_.push_back(at::zeros_like(p.value));
   }
-  steps_.resize(params_.size());
 }
 
 void AdamW::step(double lr, const std::vector<at::Tensor>* grads) {
@@ -27,8 +26,9 @@ void AdamW::step(double lr, const std::vector<at::Tensor>* grads) {
   // device, dtype and weight decay; the rest take the unfused loop below (same arithmetic).
   struct Group {
     std::vector<at::Tensor> p, g, m, v, steps;
+    at::Tensor step;  // the step count, one scalar shared by the group (the kernel only reads it)
   };
-  std::map<std::tuple<std::string, int, double>, Group> fused;
+  std::map<std::tuple<int, int, int, double>, Group> fused;  // device type, index, dtype, wd
   std::vector<std::size_t> plain;
   for (std::size_t i = 0; i < params_.size(); ++i) {
     at::Tensor p = params_[i].value;
@@ -44,18 +44,16 @@ void AdamW::step(double lr, const std::vector<at::Tensor>* grads) {
       p.addcmul_(p, params_[i].decay_mask, -lr * wd);
       wd = 0.0;
     }
-    if (!steps_[i].defined() || steps_[i].device() != p.device())
-      steps_[i] = at::empty({}, p.options().dtype(at::kFloat));
-    steps_[i].fill_(static_cast<double>(step_));
-    Group& grp = fused[{p.device().str(), static_cast<int>(p.scalar_type()), wd}];
+    Group& grp = fused[{static_cast<int>(p.device().type()), p.device().index(), static_cast<int>(p.scalar_type()), wd}];
+    if (!grp.step.defined()) grp.step = at::full({}, static_cast<double>(step_), p.options().dtype(at::kFloat));
     grp.p.push_back(p);
     grp.g.push_back(g);
     grp.m.push_back(m_[i]);
     grp.v.push_back(v_[i]);
-    grp.steps.push_back(steps_[i]);
+    grp.steps.push_back(grp.step);
   }
   for (auto& [key, grp] : fused)
-    compat::fused_adamw_(grp.p, grp.g, grp.m, grp.v, grp.steps, lr, b1, b2, std::get<2>(key), cfg_.eps);
+    compat::fused_adamw_(grp.p, grp.g, grp.m, grp.v, grp.steps, lr, b1, b2, std::get<3>(key), cfg_.eps);
 
   const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step_));

@@ -39,7 +39,6 @@ class AdamW {
  private:
   std::vector<Param> params_;
   std::vector<at::Tensor> m_, v_;
-  std::vector<at::Tensor> steps_;  ///< fused kernel's step count per parameter (fp32 scalar on its device)
   OptimConfig cfg_;
   int64_t step_ = 0;
 };

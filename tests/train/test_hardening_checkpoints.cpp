@@ -26,14 +26,9 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
-using openlm::testing::has;
-using openlm::testing::q;
-using openlm::testing::Result;
-using openlm::testing::sh;
-using openlm::testing::slurp;
-using openlm::testing::snapshot;
+using namespace openlm::testing;  // openlm_bin, sh, q, slurp, has, snapshot, temp_dir, ...
 
-const std::string kBin = openlm::testing::openlm_bin();
+const std::string kBin = openlm_bin();
 
 std::set<std::string> entries(const std::string& dir) {
   std::set<std::string> out;

@@ -27,14 +27,9 @@ using openlm::testing::temp_dir;
 
 namespace {
 
-using openlm::testing::has;
-using openlm::testing::q;
-using openlm::testing::Result;
-using openlm::testing::sh;
-using openlm::testing::slurp;
-using openlm::testing::snapshot;
+using namespace openlm::testing;  // openlm_bin, sh, q, slurp, has, snapshot, temp_dir, ...
 
-const std::string kBin = openlm::testing::openlm_bin();
+const std::string kBin = openlm_bin();
 
 const char* const kWords[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "from",
                               "home", "under", "blue", "sky", "while", "birds", "sang", "songs", "of", "old", "times",

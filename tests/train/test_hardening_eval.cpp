@@ -25,14 +25,9 @@ using openlm::testing::temp_dir;
 
 namespace {
 
-using openlm::testing::has;
-using openlm::testing::q;
-using openlm::testing::Result;
-using openlm::testing::sh;
-using openlm::testing::slurp;
-using openlm::testing::snapshot;
+using namespace openlm::testing;  // openlm_bin, sh, q, slurp, has, snapshot, temp_dir, ...
 
-const std::string kBin = openlm::testing::openlm_bin();
+const std::string kBin = openlm_bin();
 
 /// The last line of `out` parsed as JSON (null when it is not).
 nlohmann::json last_json(const std::string& out) {

@@ -26,14 +26,9 @@ using openlm::testing::temp_dir;
 
 namespace {
 
-using openlm::testing::has;
-using openlm::testing::q;
-using openlm::testing::Result;
-using openlm::testing::sh;
-using openlm::testing::slurp;
-using openlm::testing::snapshot;
+using namespace openlm::testing;  // openlm_bin, sh, q, slurp, has, snapshot, temp_dir, ...
 
-const std::string kBin = openlm::testing::openlm_bin();
+const std::string kBin = openlm_bin();
 
 /// A finished 4-step tiny run (checkpoints step_2, step_4, TensorBoard on), trained once; copied per test.
 const std::string& base_run() {
