@@ -1,6 +1,6 @@
 #pragma once
-/// Data preparation behind `openlm data tokenize|convert|stats`. Torch-free. tokenize_to_native
-/// lives in data_tokenize.cpp (library openlm_data_prep) because it alone needs the tokenizer.
+/// Shard tools behind `openlm data convert|stats`. Torch-free. Text -> shards is prepare_data
+/// (prepare_data.h, library openlm_data_prep, because it needs the tokenizer).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -9,27 +9,9 @@
 
 namespace openlm::data {
 
-struct TokenizeOptions {
-  std::vector<std::string> inputs;  ///< .txt (documents separated by blank lines) or .jsonl ("text")
-  std::string tokenizer_type = "sentencepiece";
-  std::string tokenizer_path;
-  int64_t seq_len = 0;              ///< model seq_len: sequences of seq_len + 1 tokens are written
-  std::string output_dir;
-  int64_t shard_sequences = 8192;   ///< sequences per shard
-};
-
-struct TokenizeResult {
-  int64_t documents = 0, tokens = 0, sequences = 0, shards = 0;
-  int64_t dropped_tail_tokens = 0;  ///< tokens after the last full sequence (dropped, not padded)
-};
-
-/// Encodes every document, appends the tokenizer's eos id after each, concatenates all documents
-/// in input order and cuts the stream into non-overlapping sequences of seq_len + 1 tokens (the
-/// OpenLM/DCLM layout). The incomplete tail is dropped. Writes native shards shard_00000000.olmtok,
-/// ... and manifest.jsonl into output_dir (created if needed). Throws ConfigError/DataError/IoError.
-TokenizeResult tokenize_to_native(const TokenizeOptions& opt);
-
-/// Splits text into documents at blank lines (lines holding only whitespace); exposed for tests.
+/// Splits text into documents as prepare-data reads a text file: runs of lines that are not blank
+/// (whitespace only), joined with "\n", a trailing '\r' of each line dropped. Implemented in
+/// doc_reader.cpp (library openlm_data_prep).
 std::vector<std::string> split_documents(const std::string& text);
 
 /// Converts every shard of a manifest to `to` in output_dir (same shard names, same sequence order,

@@ -32,7 +32,7 @@ TokenDataset::TokenDataset(const DatasetOptions& opt) : opt_(opt) {
         throw DataError("manifest '" + p + "': shard '" + r->path() + "' was made with tokenizer '" + made_with +
                         "' but the run's " + opt.tokenizer_label + " is '" + opt.tokenizer_id +
                         "': its token ids mean other text. Train with the tokenizer the shards were made with, or "
-                        "re-tokenize the data with this one (openlm data tokenize --tokenizer ...)");
+                        "re-tokenize the data with this one (openlm prepare-data --tokenizer ...)");
       src.shards.push_back(std::move(r));
       src.prefix.push_back(src.prefix.back() + e.num_sequences);
     }

@@ -1,4 +1,5 @@
-// `openlm data tokenize|convert|stats`: data preparation and inspection (data_loader/data_tools.h).
+// `openlm data convert|stats`: shard conversion and inspection (data_loader/data_tools.h). Text ->
+// shards is `openlm prepare-data` (cmd_prepare_data.cpp); `data tokenize` only points there.
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -10,7 +11,6 @@
 namespace {
 
 struct DataArgs {
-  openlm::data::TokenizeOptions tok;
   std::string convert_input, convert_output, convert_format = "native";
   int64_t convert_vocab = 0;
   std::string stats_manifest;
@@ -23,20 +23,15 @@ void setup(CLI::App& root) {
   auto* data = root.add_subcommand("data", "prepare, convert and inspect token shards");
   data->require_subcommand(1);
 
-  auto* tok = data->add_subcommand("tokenize", "tokenize text files into native shards + manifest.jsonl");
-  tok->add_option("--input", a->tok.inputs, "text files (.txt: documents split at blank lines; .jsonl: \"text\")")
-      ->required();
-  tok->add_option("--tokenizer", a->tok.tokenizer_path, "SentencePiece model file")->required();
-  tok->add_option("--tokenizer-type", a->tok.tokenizer_type, "tokenizer type")->capture_default_str();
-  tok->add_option("--seq-len", a->tok.seq_len, "model seq_len (sequences hold seq_len + 1 tokens)")->required();
-  tok->add_option("--output", a->tok.output_dir, "output directory")->required();
-  tok->add_option("--shard-sequences", a->tok.shard_sequences, "sequences per shard")->capture_default_str();
-  tok->callback([a] {
-    auto r = openlm::data::tokenize_to_native(a->tok);
-    nlohmann::json j = {{"documents", r.documents}, {"tokens", r.tokens},         {"sequences", r.sequences},
-                        {"shards", r.shards},       {"dropped_tail_tokens", r.dropped_tail_tokens},
-                        {"manifest", a->tok.output_dir + "/manifest.jsonl"}};
-    std::printf("%s\n", j.dump().c_str());
+  // Replaced by `openlm prepare-data` (tokenize + shuffle + tar/native shards); kept hidden so that
+  // an old command line gets a pointer instead of "unknown subcommand".
+  auto* tok = data->add_subcommand("tokenize", "");
+  tok->group("");
+  tok->allow_extras();
+  tok->callback([] {
+    throw openlm::ConfigError("openlm data tokenize", "", 0,
+                              "replaced by `openlm prepare-data --input PATH... --tokenizer FILE --output DIR "
+                              "--format native --seq-len N --seed S --no-pad` (see docs/DATA_FORMATS.md)");
   });
 
   auto* conv = data->add_subcommand("convert", "convert shards between OpenLM tar and native formats");

@@ -112,6 +112,21 @@ struct GenerateConfig {
   double top_p = 1.0;
 };
 
+/// One held-out source evaluated during training (OpenLM's --val-data).
+struct ValSourceConfig {
+  std::string name;  ///< label in metrics ("source"); defaults to the file's stem
+  std::string path;  ///< manifest.jsonl, a token file (ids, one sequence per line) or "default_corpus:heldout"
+};
+
+/// Validation during training: every `every_steps` steps and once at the end, the mean next-token
+/// loss of each source's first `max_sequences` sequences (all ranks share the work; the result does
+/// not depend on world size or strategy and the training trajectory is untouched).
+struct EvalConfig {
+  std::vector<ValSourceConfig> val_data;
+  int64_t every_steps = 0;     ///< 0 = only the final evaluation
+  int64_t max_sequences = 0;   ///< per source; 0 = all
+};
+
 /// A complete train recipe (recipes/train/*.yaml).
 struct TrainConfig {
   std::string source_file;  ///< recipe path (for messages)
@@ -125,6 +140,10 @@ struct TrainConfig {
   CheckpointConfig checkpoint;
   LoggingConfig logging;
   GenerateConfig generate;
+  EvalConfig eval;
+  /// Weight averages kept beside the trained weights (OpenLM's --averagers): "ema_<decay>" (e.g.
+  /// ema_0.999) and "poly_<eta>" (polynomial-decay average, e.g. poly_8). Saved with checkpoints.
+  std::vector<std::string> averagers;
   std::string precision = "fp32";  ///< fp32 | amp_bfloat16 | pure_bf16
   bool grad_checkpointing = false;
   uint64_t seed = 124;
@@ -140,6 +159,9 @@ struct TrainConfig {
   /// recipe's value. When it did not and the run has a tokenizer, training takes the tokenizer's
   /// vocabulary rounded up to a multiple of 256 (docs/RECIPES.md). Configs built in code count as set.
   bool vocab_size_set = true;
+  /// Not a recipe key: the recipe has `init_from` and no `model:`; the trainer takes the model from
+  /// the source (its config.json, checkpoint metadata or Hugging Face config).
+  bool model_from_init = false;
 };
 
 }  // namespace openlm

@@ -117,6 +117,17 @@ void fields(V& v, GenerateConfig& c) {
   v("top_p", c.top_p);
 }
 template <class V>
+void fields(V& v, ValSourceConfig& c) {
+  v("name", c.name);
+  v("path", c.path);
+}
+template <class V>
+void fields(V& v, EvalConfig& c) {
+  v("val_data", c.val_data);
+  v("every_steps", c.every_steps);
+  v("max_sequences", c.max_sequences);
+}
+template <class V>
 void fields(V& v, TrainConfig& c) {
   v("model", c.model);
   v("tokenizer", c.tokenizer);
@@ -128,6 +139,8 @@ void fields(V& v, TrainConfig& c) {
   v("checkpoint", c.checkpoint);
   v("logging", c.logging);
   v("generate", c.generate);
+  v("eval", c.eval);
+  v("averagers", c.averagers);
   v("precision", c.precision);
   v("grad_checkpointing", c.grad_checkpointing);
   v("seed", c.seed);
@@ -241,22 +254,48 @@ class Reader {
     scalar_check(n, key, "a string");
     out = n.Scalar();
   }
-  void read(const YAML::Node& n, const std::string& key, std::vector<DataSourceConfig>& out) {
-    if (!n.IsSequence()) origin_.fail(key, "expected a list of {path, weight} entries");
+  /// A list of {path, ...} entries (data.manifests, eval.val_data); a bare string is the path.
+  template <class S>
+  void read(const YAML::Node& n, const std::string& key, std::vector<S>& out) {
+    if (!n.IsSequence()) origin_.fail(key, "expected a list of {path, ...} entries");
     out.clear();
     for (std::size_t i = 0; i < n.size(); ++i) {
-      DataSourceConfig s;
+      S s;
       std::string sub = key + "[" + std::to_string(i) + "]";
+      origin_.lines[sub] = line_of(n[i]);
       if (n[i].IsScalar()) {  // a bare path
         s.path = n[i].Scalar();
+        origin_.lines[sub + ".path"] = line_of(n[i]);
       } else {
         Reader r(n[i], origin_, sub + ".", base_dir_);
         fields(r, s);
         r.finish();
         if (s.path.empty()) origin_.fail(sub + ".path", "missing required key");
       }
-      origin_.lines[sub] = line_of(n[i]);
       out.push_back(s);
+    }
+  }
+  /// A list of strings; one string is a list of one, and "a,b" a list of two (OpenLM's
+  /// --averagers ema_0.999,poly_8 pasted as it is).
+  void read(const YAML::Node& n, const std::string& key, std::vector<std::string>& out) {
+    out.clear();
+    auto add = [&](const std::string& s, const std::string& where) {
+      for (std::size_t b = 0, e; b <= s.size(); b = e + 1) {
+        e = s.find(',', b);
+        if (e == std::string::npos) e = s.size();
+        std::string item = s.substr(b, e - b);
+        if (item.empty()) origin_.fail(where, "empty entry in '" + s + "'");
+        out.push_back(item);
+      }
+    };
+    if (n.IsNull()) return;
+    if (n.IsScalar()) return add(n.Scalar(), key);
+    if (!n.IsSequence()) origin_.fail(key, "expected a list of strings");
+    for (std::size_t i = 0; i < n.size(); ++i) {
+      std::string sub = key + "[" + std::to_string(i) + "]";
+      origin_.lines[sub] = line_of(n[i]);
+      scalar_check(n[i], sub, "a string");
+      add(n[i].Scalar(), sub);
     }
   }
   void read(const YAML::Node& n, const std::string& key, ModelConfig& out) {
@@ -377,7 +416,7 @@ std::string find_model_recipe(const std::string& name_or_path, const std::string
 ModelConfig load_model_file(const std::string& path, detail::Origin* origin, const std::string& prefix) {
   detail::Origin local{path, {}, {}};
   detail::Origin& o = origin ? *origin : local;
-  YAML::Node root = load_yaml(path);
+  YAML::Node root = detail::from_openlm_json(load_yaml(path), o, prefix);
   ModelConfig m;
   Reader r(root, o, prefix, fs::path(path).parent_path().string());
   fields(r, m);
@@ -395,7 +434,10 @@ struct JsonWriter {
   void operator()(const char* key, T& v) {
     if constexpr (std::is_arithmetic_v<T> || std::is_same_v<T, std::string>) {
       j[key] = v;
-    } else if constexpr (std::is_same_v<T, std::vector<DataSourceConfig>>) {
+    } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      j[key] = v;
+    } else if constexpr (std::is_same_v<T, std::vector<DataSourceConfig>> ||
+                         std::is_same_v<T, std::vector<ValSourceConfig>>) {
       nlohmann::json a = nlohmann::json::array();
       for (auto& s : v) {
         JsonWriter w;
@@ -459,7 +501,7 @@ int64_t total_steps(const TrainConfig& c) {
 ModelConfig load_model(const std::string& name_or_path, const std::vector<std::string>& overrides) {
   std::string path = find_model_recipe(name_or_path, "");
   detail::Origin o{path, {}, {}};
-  YAML::Node root = load_yaml(path);
+  YAML::Node root = detail::from_openlm_json(load_yaml(path), o, "");
   for (auto& s : overrides) apply_override(root, s, o);
   ModelConfig m;
   Reader r(root, o, "", fs::path(path).parent_path().string());
@@ -481,9 +523,14 @@ TrainConfig train_recipe_from(YAML::Node root, const std::string& path, const st
   Reader r(root, o, "", base);
   fields(r, c);
   r.finish();
-  if (!root["model"]) o.fail("model", "missing required key");
   c.vocab_size_set = o.present("model.vocab_size");
-  // Relative data and tokenizer paths are as written (relative to the working directory).
+  // Without `model:`, a run that starts from init_from takes the source's model (the trainer
+  // reads it); otherwise the model is required.
+  if (!root["model"]) {
+    if (c.init_from.empty()) o.fail("model", "missing required key (it may be left out only with init_from, whose model is then used)");
+    c.model_from_init = true;
+  }
+  detail::resolve_recipe_paths(c, o, base);  // docs/RECIPES.md, "Relative paths"
   detail::validate_train_fields(c, o);
   return c;
 }

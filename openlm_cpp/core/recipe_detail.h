@@ -1,6 +1,8 @@
 #pragma once
 /// Internal to the recipe reader (recipe.cpp) and its validator (recipe_validate.cpp): where each
 /// key of a recipe came from, so that errors found after parsing still name file, key and line.
+#include <yaml-cpp/yaml.h>
+
 #include <map>
 #include <set>
 #include <string>
@@ -46,5 +48,16 @@ struct Origin {
 /// dotted path of the model section ("model." in a train recipe, "" in a model recipe).
 void validate_model_fields(const ModelConfig& m, const Origin& o, const std::string& prefix);
 void validate_train_fields(const TrainConfig& c, const Origin& o);
+
+/// Relative input paths (data.manifests[].path, data.instructions, tokenizer.path, init_from,
+/// resume when a path, eval.val_data[].path) become absolute: against `recipe_dir` when the recipe
+/// file wrote them, against the working directory when --set did. run_dir (an output) is relative
+/// to the working directory. Also fills eval.val_data[].name from the path when empty.
+void resolve_recipe_paths(TrainConfig& c, const Origin& o, const std::string& recipe_dir);
+
+/// An OpenLM model config JSON (open_lm/model_configs/*.json: hidden_dim, model_norm, ...)
+/// translated into our model keys; any other node is returned as it is. Keys OpenLM's JSON may
+/// carry that we do not model (MoE, attention variants) are refused by name.
+YAML::Node from_openlm_json(const YAML::Node& root, const Origin& o, const std::string& prefix);
 
 }  // namespace openlm::detail

@@ -52,7 +52,7 @@ void validate_model_fields(const ModelConfig& m, const Origin& o, const std::str
 }
 
 void validate_train_fields(const TrainConfig& c, const Origin& o) {
-  validate_model_fields(c.model, o, "model.");
+  if (!c.model_from_init) validate_model_fields(c.model, o, "model.");  // else checked once read from init_from
   one_of(o, "precision", c.precision, {"fp32", "amp_bfloat16", "amp_bf16", "pure_bf16"});
   one_of(o, "schedule.lr_scheduler", c.schedule.lr_scheduler, {"cosine", "const", "wsd"});
   one_of(o, "parallel.strategy", c.parallel.strategy,
@@ -120,6 +120,34 @@ void validate_train_fields(const TrainConfig& c, const Origin& o) {
   if (c.generate.top_k < 0) o.fail("generate.top_k", "must be >= 0 (0 = off)");
   if (!(c.generate.top_p > 0 && c.generate.top_p <= 1)) o.fail("generate.top_p", "must be in (0, 1]");
   if (c.run_dir.empty()) o.fail("run_dir", "must not be empty");
+  if (c.eval.every_steps < 0) o.fail("eval.every_steps", "must be >= 0 (0 = only at the end)");
+  if (c.eval.max_sequences < 0) o.fail("eval.max_sequences", "must be >= 0 (0 = all)");
+  for (std::size_t i = 0; i < c.eval.val_data.size(); ++i) {
+    const auto& p = c.eval.val_data[i].path;
+    if (p.rfind("default_corpus:", 0) == 0 && p != "default_corpus:heldout")
+      o.fail("eval.val_data[" + std::to_string(i) + "].path",
+             "unknown default-corpus split '" + p + "' (the default corpus has default_corpus:heldout)");
+  }
+  for (std::size_t i = 0; i < c.averagers.size(); ++i) {
+    const std::string key = "averagers[" + std::to_string(i) + "]", a = c.averagers[i];
+    double v = -1;
+    try {
+      std::size_t pos = 0;
+      if (a.rfind("ema_", 0) == 0 || a.rfind("poly_", 0) == 0) {
+        const std::string num = a.substr(a.find('_') + 1);
+        v = std::stod(num, &pos);
+        if (pos != num.size()) v = -1;
+      }
+    } catch (const std::exception&) {
+      v = -1;
+    }
+    if (a.rfind("ema_", 0) == 0 ? !(v > 0 && v < 1) : a.rfind("poly_", 0) == 0 ? !(v >= 0) : true)
+      o.fail(o.lines.count(key) ? key : "averagers",
+             "invalid averager '" + a + "' (expected ema_<decay> with 0 < decay < 1, e.g. ema_0.999, or "
+             "poly_<eta> with eta >= 0, e.g. poly_8)");
+    for (std::size_t j = 0; j < i; ++j)
+      if (c.averagers[j] == a) o.fail(o.lines.count(key) ? key : "averagers", "duplicate averager '" + a + "'");
+  }
 }
 
 }  // namespace openlm::detail

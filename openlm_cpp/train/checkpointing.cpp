@@ -28,6 +28,7 @@ using checkpoint::StateSlice;
 /// This rank's slices of the weights and the optimizer moments, as views into the live state.
 struct LocalLayout {
   std::vector<StateSlice> model, optim;
+  std::vector<StateSlice> averages;  // "<param>.avg_<averager>", stored with the optimizer state
   bool writer = true;  // one rank per distinct shard writes it
   int shard = 0, shards = 1;
 };
@@ -36,9 +37,17 @@ std::vector<int64_t> shape_of(const at::Tensor& t) { return {t.sizes().begin(), 
 
 LocalLayout local_layout(Run& r) {
   LocalLayout L;
+  const std::size_t A = r.averages ? r.averages->size() : 0;
   if (!r.sharded) {  // one process: every tensor whole
-    for (auto& [n, t] : r.model->named_parameters())
+    const auto& params = r.opt->params();
+    for (auto& [n, t] : r.model->named_parameters()) {
       L.model.push_back({n, shape_of(t), 0, t.numel(), t.detach().view({-1})});
+      for (std::size_t i = 0; i < params.size() && A > 0; ++i)
+        if (params[i].value.is_same(t))
+          for (std::size_t k = 0; k < A; ++k)
+            L.averages.push_back({n + ".avg_" + r.averages->name(k), shape_of(t), 0, t.numel(),
+                                  r.averages->average(k, i).view({-1})});
+    }
     for (auto& [n, t] : r.opt->state()) L.optim.push_back({n, shape_of(t), 0, t.numel(), t.view({-1})});
     return L;
   }
@@ -52,6 +61,9 @@ LocalLayout local_layout(Run& r) {
     for (const char* suffix : {".exp_avg", ".exp_avg_sq"})
       L.optim.push_back({s.name + suffix, s.shape, s.begin, s.end,
                          state.at(names[s.unit] + suffix).narrow(0, s.shard_offset, len)});
+    for (std::size_t k = 0; k < A; ++k)
+      L.averages.push_back({s.name + ".avg_" + r.averages->name(k), s.shape, s.begin, s.end,
+                            r.averages->average(k, s.unit).narrow(0, s.shard_offset, len)});
   }
   L.writer = r.sharded->writes_shard();
   L.shard = r.sharded->shard_index();
@@ -178,6 +190,16 @@ void load_state(Run& r, const std::string& dir, const nlohmann::json& meta, bool
     throw DataError("checkpoint '" + dir + "' holds no optimizer state (weights only): use init_from_mode: weights");
   opt.read_into(L.optim);
   r.opt->load_state(r.opt->state(), meta.at("optimizer_steps").get<int64_t>());
+  if (L.averages.empty()) return;
+  bool saved = true;
+  for (const auto& a : L.averages) saved = saved && opt.contains(a.name);
+  if (saved) {
+    opt.read_into(L.averages);
+  } else {  // e.g. averagers added to a run that had none: they start from the loaded weights
+    r.averages->reset();
+    if (r.env.rank == 0)
+      log::warn("checkpoint '{}' holds no weight averages for this run's averagers; they start from its weights", dir);
+  }
 }
 
 void commit_pending(Run& r) {
@@ -245,6 +267,7 @@ void save_run_checkpoint(Run& r, int64_t step) {
   nlohmann::json mine = {{"model", nlohmann::json::array()}, {"optim", nlohmann::json::array()}};
   if (L.writer) {
     const std::string tag = fmt::format("shard{:05d}-of-{:05d}.safetensors", L.shard, L.shards);
+    L.optim.insert(L.optim.end(), L.averages.begin(), L.averages.end());  // saved beside the moments
     for (auto [kind, slices] : {std::pair<const char*, std::vector<StateSlice>*>{"model", &L.model}, {"optim", &L.optim}}) {
       const std::string file = std::string(kind) + "-" + tag;
       mine[kind].push_back(checkpoint::slice_layout(file, r.env.rank, *slices));

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "data_loader/data_tools.h"
+#include "data_loader/prepare_data.h"
 #include "openlm_cpp/checkpoint/atomic_file.h"
 #include "openlm_cpp/core/error.h"
 #include "openlm_cpp/core/log.h"
@@ -95,22 +96,41 @@ DefaultCorpus ensure_default_corpus(int64_t seq_len, int64_t vocab_size, const s
     stdfs::rename(tmp_prefix + ".vocab", prefix + ".vocab");
     stdfs::rename(tmp_prefix + ".model", c.tokenizer);
   }
-  std::string shards = c.dir + "/seq" + std::to_string(seq_len) + "_v" + std::to_string(vocab_size);
-  c.manifest = shards + "/manifest.jsonl";
-  if (!stdfs::exists(c.manifest)) {
-    data::TokenizeOptions o;
-    o.inputs = {c.text};
+  // corpus.txt split by document: train.txt and heldout.txt (docs/DATA_FORMATS.md, "Default corpus").
+  const std::string train_txt = c.dir + "/train.txt", heldout_txt = c.dir + "/heldout.txt";
+  if (!stdfs::exists(train_txt) || !stdfs::exists(heldout_txt)) {
+    const std::vector<std::string> docs = data::split_documents(openlm::fs::read_file(c.text));
+    std::string train, heldout;
+    for (std::size_t i = 0; i < docs.size(); ++i)
+      ((i + 1) % kHeldoutEvery == 0 ? heldout : train) += docs[i] + "\n\n";
+    openlm::fs::write_file_atomic(heldout_txt, heldout);
+    openlm::fs::write_file_atomic(train_txt, train);
+  }
+  const std::string stem = c.dir + "/seq" + std::to_string(seq_len) + "_v" + std::to_string(vocab_size);
+  auto build = [&](const std::string& text, const std::string& shards) {
+    const std::string manifest = shards + "/manifest.jsonl";
+    if (stdfs::exists(manifest)) return manifest;
+    // prepare-data with --no-pad: every full sequence of the concatenated documents, the tail dropped
+    data::PrepareOptions o;
+    o.inputs = {{text, 1.0}};
     o.tokenizer_path = c.tokenizer;
+    o.tokenizer_type = "sentencepiece";
     o.seq_len = seq_len;
+    o.seed = 0;
+    o.no_pad = true;
+    o.format = data::ShardFormat::Native;
     o.output_dir = shards + ".tmp" + std::to_string(::getpid());
     o.shard_sequences = 1024;
     stdfs::remove_all(o.output_dir);
-    auto r = data::tokenize_to_native(o);
+    auto r = data::prepare_data(o);
     stdfs::remove_all(shards);
     stdfs::rename(o.output_dir, shards);
     log::info("default corpus: {} documents, {} tokens -> {} sequences of {} in {} shards", r.documents, r.tokens,
               r.sequences, seq_len + 1, r.shards);
-  }
+    return manifest;
+  };
+  c.manifest = build(train_txt, stem + "_train");
+  c.heldout = build(heldout_txt, stem + "_heldout");
   return c;
 }
 

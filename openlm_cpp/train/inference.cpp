@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "openlm_cpp/checkpoint/atomic_file.h"
+#include "openlm_cpp/checkpoint/hf_format.h"
 #include "openlm_cpp/checkpoint/hf_import.h"
 #include "openlm_cpp/checkpoint/state_shards.h"
 #include "openlm_cpp/checkpoint/tensor_file.h"
@@ -39,6 +40,14 @@ TrainConfig find_config(const stdfs::path& start) {
 }
 
 }  // namespace
+
+ModelConfig model_config_of(const std::string& source) {
+  if (!stdfs::exists(source)) throw ConfigError(source, "init_from", 0, "no such file or directory");
+  if (checkpoint::is_hf_dir(source)) return hf::read_config(source).model;
+  checkpoint::require_own_config(source);
+  stdfs::path p(source);
+  return find_config(stdfs::is_directory(p) ? p : p.parent_path()).model;
+}
 
 LoadedModel load_for_inference(const std::string& source, const std::string& tokenizer_override) {
   LoadedModel out;

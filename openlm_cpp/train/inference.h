@@ -18,6 +18,11 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;    ///< null when the run has none and none was given
 };
 
+/// The model a source describes without loading weights: a run or checkpoint directory's config
+/// (config.json or metadata.json, here or above), a weights file's neighbouring config, or a
+/// Hugging Face directory's config.json.
+ModelConfig model_config_of(const std::string& source);
+
 LoadedModel load_for_inference(const std::string& source, const std::string& tokenizer_override = "");
 
 struct EvalResult {

@@ -57,6 +57,11 @@ class ConsoleSink : public MetricsSink {
   ConsoleSink(int64_t every, int64_t last) : every_(every), last_(last) {}
   void log(const nlohmann::json& m) override {
     int64_t step = m.at("step");
+    if (m.value("kind", "") == "eval") {  // every evaluation is shown
+      log::info("eval {:>6}/{} | {} | loss {:.4f} | ppl {:.2f} | {} tokens", step, last_, m.at("source").get<std::string>(),
+                m.at("loss").get<double>(), m.at("ppl").get<double>(), m.value("tokens", int64_t{0}));
+      return;
+    }
     if (step % every_ != 0 && step != last_ && step != 1) return;
     std::string mfu = m.contains("mfu") ? fmt::format(" mfu {:.1f}%", 100.0 * m["mfu"].get<double>()) : "";
     log::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad {:.3f} | {:.0f} tok/s{} | eta {}", step, last_,
@@ -73,8 +78,11 @@ class TensorBoardSink : public MetricsSink {
   explicit TensorBoardSink(const std::string& dir) : w_(dir) {}
   void log(const nlohmann::json& m) override {
     std::vector<std::pair<std::string, double>> vals;
+    // Evaluation records: eval/<source>/<key> (loss, ppl, tokens, sequences); training: train/<key>.
+    const bool eval = m.value("kind", "") == "eval";
+    const std::string prefix = eval ? "eval/" + m.at("source").get<std::string>() + "/" : "train/";
     for (auto& [k, v] : m.items())
-      if (k != "step" && v.is_number()) vals.emplace_back("train/" + k, v.get<double>());
+      if (k != "step" && v.is_number()) vals.emplace_back(prefix + k, v.get<double>());
     w_.add_scalars(vals, m.at("step").get<int64_t>());
   }
 

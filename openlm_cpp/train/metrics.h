@@ -12,7 +12,8 @@ namespace openlm {
 class MetricsSink {
  public:
   virtual ~MetricsSink() = default;
-  /// `m` has at least step, loss, lr, grad_norm, tokens_per_s.
+  /// A training record has at least step, loss, lr, grad_norm, tokens_per_s; an evaluation record
+  /// has "kind": "eval", step, source, loss, ppl (TensorBoard tags eval/<source>/<key>).
   virtual void log(const nlohmann::json& m) = 0;
 };
 

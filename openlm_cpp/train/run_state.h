@@ -16,7 +16,9 @@
 #include "openlm_cpp/optim/adamw.h"
 #include "openlm_cpp/parallel/comm.h"
 #include "openlm_cpp/parallel/fsdp.h"
+#include "openlm_cpp/train/averaging.h"
 #include "openlm_cpp/train/metrics.h"
+#include "openlm_cpp/train/validation.h"
 
 namespace openlm {
 
@@ -32,7 +34,7 @@ struct Run {
   DistEnv env;
   at::Device device{at::kCPU};
   std::unique_ptr<Transformer> model;
-  std::unique_ptr<parallel::Communicator> comm;   // multi-rank runs only
+  std::unique_ptr<parallel::Communicator> comm;   // always (a single-process one for one rank)
   std::unique_ptr<parallel::ShardedModel> sharded; // multi-rank runs only
   std::unique_ptr<AdamW> opt;
   std::unique_ptr<data::BatchSource> data;
@@ -44,7 +46,33 @@ struct Run {
   int64_t state_bytes = 0;  // this rank's parameters + gradients + optimizer state
   std::unique_ptr<PendingSave> pending;  // checkpoint.async: the write in flight
   std::string resumed_from;  // the checkpoint `resume:` loaded; retention never deletes it
+  std::unique_ptr<Validator> validator;      // eval.val_data (null without)
+  std::unique_ptr<WeightAverages> averages;  // averagers (null without)
+  std::string heldout_manifest;              // the default corpus's held-out split, when it is used
 };
+
+/// One optimizer step's micro-batches: tokens [micro, seq_len + 1] and, for instruction data, the
+/// loss mask (undefined otherwise).
+using MicroBatches = std::vector<std::pair<at::Tensor, at::Tensor>>;
+
+struct StepStats {
+  double loss = 0;       ///< mean next-token cross entropy over the global batch (all ranks)
+  double z_loss = 0;     ///< mean z-loss term (before its coefficient)
+  double grad_norm = 0;  ///< before clipping
+};
+
+/// Reads the `accum` micro-batches of the next step; false when the data ended (every rank sees
+/// the same global order, so all ranks agree).
+bool next_micro_batches(Run& r, MicroBatches& out);
+/// Collective. Forward and backward of every micro-batch, gradient reduction (sharded runs),
+/// clipping and the optimizer update at learning rate `lr`; the same call for one process and
+/// every sharding strategy.
+StepStats train_step(Run& r, const MicroBatches& mbs, double lr);
+/// Collective when evaluation is due: validation of eval.val_data (train/validation.h) logged as
+/// {"kind": "eval", "step", "source", "loss", "ppl", "tokens", "sequences"} records.
+void run_validation(Run& r, int64_t step);
+/// The averages' full weights (collective; rank 0 gets them), by averager name.
+std::vector<std::pair<std::string, NamedTensors>> full_averages(Run& r);
 
 /// Collective. Writes checkpoint `step`: every rank that holds a distinct shard writes its slices
 /// of the weights and optimizer state (no gather), rank 0 adds metadata.json and the RNG states of

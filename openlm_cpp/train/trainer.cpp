@@ -36,6 +36,7 @@
 #include "openlm_cpp/tokenizer/tokenizer.h"
 #include "openlm_cpp/train/default_corpus.h"
 #include "openlm_cpp/train/generate.h"
+#include "openlm_cpp/train/inference.h"
 #include "openlm_cpp/train/loss.h"
 #include "openlm_cpp/train/metrics.h"
 #include "openlm_cpp/train/run_state.h"
@@ -146,26 +147,54 @@ void load_weights_into(Transformer& m, const std::string& src) {
   }
 }
 
-/// Relative data/tokenizer paths: the working directory first, then the recipe's directory.
-std::string resolve_path(const std::string& p, const TrainConfig& cfg) {
-  if (p.empty() || stdfs::path(p).is_absolute()) return p;
-  if (stdfs::exists(p)) return stdfs::absolute(p).lexically_normal().string();
-  stdfs::path beside = stdfs::path(cfg.source_file).parent_path() / p;
-  if (stdfs::exists(beside)) return stdfs::absolute(beside).lexically_normal().string();
-  return p;  // the loader reports it missing, by this name
+/// An input a recipe names must exist; the message names the key and says where relative paths
+/// resolve (recipe.cpp made them absolute: docs/RECIPES.md, "Relative paths").
+void require_input(const std::string& path, const std::string& key, const TrainConfig& cfg) {
+  if (path.empty() || stdfs::exists(path)) return;
+  throw ConfigError(cfg.source_file, key, 0,
+                    "'" + path + "' does not exist (relative paths in a recipe file resolve against the recipe's "
+                    "folder, those given with --set against the working directory)");
 }
 
-/// Fills in the default corpus and makes paths absolute, so the resolved config works anywhere.
-TrainConfig resolve_inputs(TrainConfig cfg) {
+/// Fills in the default corpus and the model of `init_from` (when the recipe has no `model:`),
+/// and checks that every input exists, so the resolved config works anywhere.
+TrainConfig resolve_inputs(TrainConfig cfg, std::string& heldout_manifest) {
+  if (cfg.model_from_init) {
+    require_input(cfg.init_from, "init_from", cfg);
+    cfg.model = model_config_of(cfg.init_from);
+    validate_model(cfg.model, cfg.init_from);
+    cfg.model_from_init = false;
+    cfg.vocab_size_set = true;  // the source's embedding rows
+    log::info("model: {} (d {}, {} layers) from init_from {}", cfg.model.name.empty() ? "unnamed" : cfg.model.name,
+              cfg.model.dim, cfg.model.n_layers, cfg.init_from);
+  }
   if (cfg.data.default_corpus) {
     auto dc = ensure_default_corpus(cfg.model.seq_len, cfg.model.vocab_size);
     cfg.data.manifests = {{dc.manifest, 1.0}};
     if (cfg.tokenizer.path.empty()) cfg.tokenizer.path = dc.tokenizer;
     cfg.data.default_corpus = false;
+    heldout_manifest = dc.heldout;
   }
-  for (auto& m : cfg.data.manifests) m.path = resolve_path(m.path, cfg);
-  cfg.data.instructions = resolve_path(cfg.data.instructions, cfg);
-  cfg.tokenizer.path = resolve_path(cfg.tokenizer.path, cfg);
+  // Configs built in code (tests, benchmarks) may carry relative paths: the working directory's.
+  auto absolute = [](std::string& p) {
+    if (!p.empty() && !stdfs::path(p).is_absolute()) p = stdfs::absolute(p).lexically_normal().string();
+  };
+  for (std::size_t i = 0; i < cfg.data.manifests.size(); ++i) {
+    absolute(cfg.data.manifests[i].path);
+    require_input(cfg.data.manifests[i].path, "data.manifests[" + std::to_string(i) + "].path", cfg);
+  }
+  absolute(cfg.data.instructions);
+  require_input(cfg.data.instructions, "data.instructions", cfg);
+  absolute(cfg.tokenizer.path);
+  require_input(cfg.tokenizer.path, "tokenizer.path", cfg);
+  absolute(cfg.init_from);
+  require_input(cfg.init_from, "init_from", cfg);
+  for (std::size_t i = 0; i < cfg.eval.val_data.size(); ++i) {
+    auto& v = cfg.eval.val_data[i];
+    if (v.path.rfind("default_corpus:", 0) == 0) continue;
+    absolute(v.path);
+    require_input(v.path, "eval.val_data[" + std::to_string(i) + "].path", cfg);
+  }
   return cfg;
 }
 
@@ -233,7 +262,7 @@ void check_training_memory(const TrainConfig& cfg, const DistEnv& env, const at:
 
 Run build(const TrainConfig& cfg_in) {
   Run r;
-  r.cfg = resolve_inputs(cfg_in);
+  r.cfg = resolve_inputs(cfg_in, r.heldout_manifest);
   const std::string tokenizer_id = reconcile_tokenizer(r.cfg);  // before the model's size is used
   const TrainConfig& cfg = r.cfg;
   r.env = detect_dist_env();
@@ -255,8 +284,8 @@ Run build(const TrainConfig& cfg_in) {
 
   const bool exclude = cfg.optim.wd_exclude_norms_biases_embeddings;
   std::vector<AdamW::Param> params;
+  r.comm = parallel::make_communicator(r.env, cfg.parallel);  // a single-process one for one rank
   if (r.env.world_size > 1) {
-    r.comm = parallel::make_communicator(r.env, cfg.parallel);
     r.sharded = std::make_unique<parallel::ShardedModel>(*r.model, *r.comm, cfg.parallel, pdt,
                                                          exclude ? &is_no_decay_name : nullptr);
     auto names = r.sharded->shard_names();
@@ -271,6 +300,9 @@ Run build(const TrainConfig& cfg_in) {
     }
   }
   r.opt = std::make_unique<AdamW>(std::move(params), cfg.optim);
+  if (!cfg.eval.val_data.empty())  // read (and checked) before step 1
+    r.validator = std::make_unique<Validator>(cfg.eval, r.heldout_manifest, cfg.model.seq_len, cfg.model.vocab_size,
+                                              cfg.batch.micro_batch_size);
 
   data::LoaderOptions lo;
   lo.cfg = cfg.data;
@@ -342,179 +374,159 @@ void log_memory(Run& r) {
             static_cast<double>(ru.ru_maxrss) / 1024.0);
 }
 
+/// One console/metrics record per step (the sinks decide what to show).
+void log_step(Run& r, const StepStats& s, int64_t step, double lr, double t0, double wait0, double t_start,
+              int64_t last) {
+  const TrainConfig& cfg = r.cfg;
+  const double dt = now_s() - t0;
+  const double tps = static_cast<double>(cfg.batch.global_batch_size * cfg.model.seq_len) / dt;
+  nlohmann::json m = {{"step", step}, {"loss", s.loss}, {"lr", lr}, {"grad_norm", s.grad_norm},
+                      {"tokens_per_s", tps}, {"tokens", r.tokens_seen}, {"step_time_s", dt},
+                      {"data_wait_s", r.data->wait_seconds() - wait0},
+                      {"elapsed_s", now_s() - t_start},
+                      {"eta_s", dt * static_cast<double>(last - step)}};
+  if (cfg.optim.z_loss > 0) m["z_loss"] = s.z_loss;
+  m["state_bytes_per_rank"] = r.state_bytes;
+  const double peak = cfg.logging.peak_tflops > 0 ? cfg.logging.peak_tflops : (r.device.is_cuda() ? 989.0 : 0.0);
+  if (peak > 0) m["mfu"] = tps / static_cast<double>(r.env.world_size) * flops_per_token(cfg.model) / (peak * 1e12);
+  r.sinks.log(m);
+}
+
+/// Signal handlers for the run's duration: SIGTERM/SIGUSR1 (preemption) and the first SIGINT make
+/// every rank checkpoint and stop at the next step boundary.
+struct StopSignals {
+  void (*prev_term)(int), (*prev_usr1)(int);
+  struct sigaction prev_int {};
+  StopSignals() {
+    prev_term = std::signal(SIGTERM, on_preempt);
+    prev_usr1 = std::signal(SIGUSR1, on_preempt);
+    struct sigaction int_action {};
+    int_action.sa_handler = on_interrupt;
+    sigemptyset(&int_action.sa_mask);
+    int_action.sa_flags = SA_RESTART | SA_RESETHAND;  // a second SIGINT: the default action, at once
+    ::sigaction(SIGINT, &int_action, &prev_int);
+  }
+  ~StopSignals() {
+    std::signal(SIGTERM, prev_term);
+    std::signal(SIGUSR1, prev_usr1);
+    ::sigaction(SIGINT, &prev_int, nullptr);
+  }
+  /// The signal that reached any rank (0: none); collective.
+  static int agreed(Run& r) { return static_cast<int>(r.comm->all_reduce_scalar(g_signal, parallel::ReduceOp::Max)); }
+};
+
+/// Opens the sinks and states what is trained.
+void start_logging(Run& r, const TrainOptions& opt) {
+  const TrainConfig& cfg = r.cfg;
+  if (r.env.rank == 0) {
+    r.sinks.add(make_jsonl_sink((stdfs::path(cfg.run_dir) / "metrics.jsonl").string(), r.start));
+    if (!opt.quiet) r.sinks.add(make_console_sink(cfg.logging.every_steps, r.total));
+    if (cfg.logging.tensorboard) r.sinks.add(make_tensorboard_sink((stdfs::path(cfg.run_dir) / "tensorboard").string()));
+    const auto counts = count_params(cfg.model);
+    log::info("model {}: {} params ({} non-embedding), {} steps x {} seqs x {} tokens, accumulation {}, {} on {}",
+              cfg.model.name, counts.total, counts.non_embedding, r.total, cfg.batch.global_batch_size,
+              cfg.model.seq_len, r.accum, cfg.precision, r.device.str());
+  }
+  log_memory(r);
+}
+
+/// The end of a run: final weights (and the averages') on rank 0, and the sample text.
+void finish_run(Run& r, TrainResult& res, int64_t step) {
+  finish_pending_save(r);
+  const std::string weights = (stdfs::path(r.cfg.run_dir) / "model.safetensors").string();
+  auto final_weights = full_weights(r);  // collective
+  auto averages = full_averages(r);      // collective
+  res.steps_done = step;
+  if (r.env.rank != 0) return;
+  checkpoint::save_safetensors(weights, final_weights);
+  res.weights_path = weights;
+  log::info("weights written to {}", weights);
+  for (auto& [name, w] : averages) {
+    const std::string path = (stdfs::path(r.cfg.run_dir) / ("model_" + name + ".safetensors")).string();
+    checkpoint::save_safetensors(path, w);
+    log::info("{} weights written to {}", name, path);
+  }
+  if (step >= r.total && g_signal == 0) {
+    res.sample = sample_text(r, final_weights);
+    if (!res.sample.empty()) log::info("sample: {}", res.sample);
+  }
+}
+
 }  // namespace
 
 TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
   claim_run_dir(cfg_in, detect_dist_env(), opt.overwrite);  // before anything is built or written
   Run r = build(cfg_in);
   const TrainConfig& cfg = r.cfg;
-  const bool rank0 = r.env.rank == 0;
   stdfs::create_directories(cfg.run_dir);
   if (!cfg.init_from.empty() && cfg.init_from_mode == "full") init_full_state(r, cfg.init_from);
+  if (!cfg.averagers.empty()) {  // from the starting weights; resume_run replaces them with the checkpoint's
+    std::vector<at::Tensor> live;
+    for (auto& p : r.opt->params()) live.push_back(p.value);
+    r.averages = std::make_unique<WeightAverages>(cfg.averagers, live);
+  }
   resume_run(r);
   // After resume: a resume that refuses (e.g. every checkpoint corrupt) leaves config.json as it was.
-  if (rank0) openlm::fs::write_file_atomic((stdfs::path(cfg.run_dir) / "config.json").string(), to_json(cfg).dump(2) + "\n");
-
+  if (r.env.rank == 0)
+    openlm::fs::write_file_atomic((stdfs::path(cfg.run_dir) / "config.json").string(), to_json(cfg).dump(2) + "\n");
   const int64_t last = opt.stop_at_step > 0 ? std::min(opt.stop_at_step, r.total) : r.total;
-  if (rank0) {
-    r.sinks.add(make_jsonl_sink((stdfs::path(cfg.run_dir) / "metrics.jsonl").string(), r.start));
-    if (!opt.quiet) r.sinks.add(make_console_sink(cfg.logging.every_steps, r.total));
-    if (cfg.logging.tensorboard) r.sinks.add(make_tensorboard_sink((stdfs::path(cfg.run_dir) / "tensorboard").string()));
-  }
-  const auto counts = count_params(cfg.model);
-  const double fpt = flops_per_token(cfg.model);
-  double peak = cfg.logging.peak_tflops > 0 ? cfg.logging.peak_tflops : (r.device.is_cuda() ? 989.0 : 0.0);
-  if (rank0)
-    log::info("model {}: {} params ({} non-embedding), {} steps x {} seqs x {} tokens, accumulation {}, {} on {}",
-              cfg.model.name, counts.total, counts.non_embedding, r.total, cfg.batch.global_batch_size,
-              cfg.model.seq_len, r.accum, cfg.precision, r.device.str());
+  start_logging(r, opt);
 
-  log_memory(r);
-
-  auto prev_term = std::signal(SIGTERM, on_preempt);
-  auto prev_usr1 = std::signal(SIGUSR1, on_preempt);
-  struct sigaction int_action {}, prev_int {};
-  int_action.sa_handler = on_interrupt;
-  sigemptyset(&int_action.sa_mask);
-  int_action.sa_flags = SA_RESTART | SA_RESETHAND;  // a second SIGINT: the default action, at once
-  ::sigaction(SIGINT, &int_action, &prev_int);
+  StopSignals signals;
   TrainResult res;
   res.run_dir = cfg.run_dir;
   const std::string weights = (stdfs::path(cfg.run_dir) / "model.safetensors").string();
   const double t_start = now_s();
-  const double W = static_cast<double>(r.env.world_size);
   int64_t step = r.start;
-  at::Tensor batch, mask;
+  bool completed = true;  // false when stopped by a signal (no final evaluation then)
+  MicroBatches mbs;
   r.model->train(true);
   while (step < last) {
     const double t0 = now_s(), wait0 = r.data->wait_seconds();
     const double lr = lr_at(cfg.schedule, cfg.optim.lr, step, r.total);
-    at::Tensor loss_sum, z_sum;  // summed on the device; one host sync per step, not per micro-batch
-    // Read the step's micro-batches first: with instruction data the loss is the mean over the
-    // global batch's target tokens, so each micro-batch is weighted by its share of them (the same
-    // gradient for any world size and micro-batch size).
-    std::vector<std::pair<at::Tensor, at::Tensor>> micro_batches;
-    for (int64_t micro = 0; micro < r.accum; ++micro) {
-      if (!r.data->next(batch, mask)) break;
-      micro_batches.emplace_back(batch, mask);  // fresh tensors each call (batch_source.h)
-    }
-    if (static_cast<int64_t>(micro_batches.size()) < r.accum) {  // every rank sees the same global order
+    if (!next_micro_batches(r, mbs)) {
       log::info("data exhausted after {} steps (data.on_epoch_end: stop)", step);
       break;
     }
-    const bool masked = micro_batches.front().second.defined();
-    std::vector<double> weight(micro_batches.size(), 1.0 / static_cast<double>(r.accum));
-    if (masked) {
-      std::vector<double> count;
-      double local = 0;
-      for (auto& [b, m] : micro_batches) {
-        count.push_back(m.slice(1, 1).sum().item<double>());
-        local += count.back();
-      }
-      const double global = r.comm ? r.comm->all_reduce_scalar(local) : local;
-      // Gradients are averaged over the W ranks: a weight of n_i * W / N gives sum_i n_i * ce_i / N.
-      for (std::size_t i = 0; i < count.size(); ++i) weight[i] = global > 0 ? count[i] * W / global : 0.0;
-    }
-    for (std::size_t micro = 0; micro < micro_batches.size(); ++micro) {
-      auto& [b, m] = micro_batches[micro];
-      if (r.sharded) r.sharded->begin_micro_batch(static_cast<int64_t>(micro) == r.accum - 1);
-      at::Tensor tokens = b.to(r.device, /*non_blocking=*/true);
-      at::Tensor inputs = tokens.slice(1, 0, -1), targets = tokens.slice(1, 1);
-      if (masked)  // instruction data: only response tokens (and their eos) are targets
-        targets = targets.masked_fill(m.slice(1, 1).to(r.device, /*non_blocking=*/true).logical_not(), -100);
-      // Masked: this micro-batch's share of the global batch's targets; else 1 / accumulation.
-      const double inv_accum = 1.0 / static_cast<double>(r.accum);
-      HeadLoss lp = fused_head_loss(r.model->forward_hidden(inputs), r.model->output_weight(), targets,
-                                    cfg.optim.z_loss, masked ? weight[micro] : inv_accum, inv_accum, 0,
-                                    r.model->compute_dtype());
-      lp.objective.backward();
-      // This micro-batch's share of the global batch's targets: weight / W (1 / (accum * W) unmasked).
-      at::Tensor ce = lp.ce.detach() * (weight[micro] / W);
-      loss_sum = loss_sum.defined() ? loss_sum + ce : ce;
-      z_sum = z_sum.defined() ? z_sum + lp.z.detach() : lp.z.detach();
-    }
-    double loss = loss_sum.item<double>();
-    double zl = z_sum.item<double>() / static_cast<double>(r.accum);
-    if (r.comm) {
-      loss = r.comm->all_reduce_scalar(loss);  // the shares of all ranks sum to 1
-      zl = r.comm->all_reduce_scalar(zl) / W;
-    }
-    if (!std::isfinite(loss))
-      throw Error("loss is " + std::to_string(loss) + " at step " + std::to_string(step + 1) +
+    const StepStats s = train_step(r, mbs, lr);
+    if (!std::isfinite(s.loss))
+      throw Error("loss is " + std::to_string(s.loss) + " at step " + std::to_string(step + 1) +
                   "; stopping without writing weights (the last good ones on disk are kept: " + weights + ")");
-    double gnorm = 0;
-    if (r.sharded) {
-      r.sharded->finish_backward();
-      auto grads = r.sharded->grad_shards();
-      gnorm = r.sharded->grad_norm();
-      clip_grads(grads, cfg.optim.grad_clip_norm, gnorm);
-      r.opt->step(lr, &grads);
-      r.sharded->after_optimizer_step();
-    } else {
-      std::vector<at::Tensor> grads;
-      for (auto& p : r.opt->params()) grads.push_back(p.value.grad());
-      gnorm = grad_norm(grads);
-      clip_grads(grads, cfg.optim.grad_clip_norm, gnorm);
-      r.opt->step(lr);
-      for (auto& p : r.opt->params())
-        if (p.value.grad().defined()) p.value.mutable_grad().zero_();
-    }
     ++step;
     r.tokens_seen += cfg.batch.global_batch_size * cfg.model.seq_len;
-
-    const double dt = now_s() - t0;
-    const double tps = static_cast<double>(cfg.batch.global_batch_size * cfg.model.seq_len) / dt;
-    nlohmann::json m = {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
-                        {"tokens_per_s", tps}, {"tokens", r.tokens_seen}, {"step_time_s", dt},
-                        {"data_wait_s", r.data->wait_seconds() - wait0},
-                        {"elapsed_s", now_s() - t_start},
-                        {"eta_s", dt * static_cast<double>(last - step)}};
-    if (cfg.optim.z_loss > 0) m["z_loss"] = zl;
-    m["state_bytes_per_rank"] = r.state_bytes;
-    if (peak > 0) m["mfu"] = tps / W * fpt / (peak * 1e12);
-    r.sinks.log(m);
-    res.last_loss = loss;
+    if (r.averages) r.averages->update(step);
+    log_step(r, s, step, lr, t0, wait0, t_start, last);
+    res.last_loss = s.loss;
+    if (cfg.eval.every_steps > 0 && step % cfg.eval.every_steps == 0 && step != r.total) run_validation(r, step);
 
     if (cfg.logging.save_weights_every > 0 && step % cfg.logging.save_weights_every == 0) {
       auto w = full_weights(r);  // collective
-      if (rank0) checkpoint::save_safetensors(weights, w);
+      if (r.env.rank == 0) checkpoint::save_safetensors(weights, w);
     }
     // A stop signal (SIGTERM, SIGUSR1, the first SIGINT) reaching any rank makes every rank
     // checkpoint and stop together, at this step boundary.
-    int stop_sig = g_signal;
-    if (r.comm) stop_sig = static_cast<int>(r.comm->all_reduce_scalar(stop_sig, parallel::ReduceOp::Max));
-    const bool preempted = stop_sig != 0;
+    const int stop_sig = StopSignals::agreed(r);
     const std::string ckpt_dir = (stdfs::path(cfg.run_dir) / "checkpoints" / ("step_" + std::to_string(step))).string();
-    if (preempted && rank0)
+    if (stop_sig != 0 && r.env.rank == 0)
       log::warn("{}: saving a checkpoint at step {} in {}", signal_label(stop_sig), step, ckpt_dir);
-    if ((cfg.checkpoint.every_steps > 0 && step % cfg.checkpoint.every_steps == 0) || step == last || preempted)
+    if ((cfg.checkpoint.every_steps > 0 && step % cfg.checkpoint.every_steps == 0) || step == last || stop_sig != 0)
       save_run_checkpoint(r, step);
     else
       poll_pending_save(r);
-    if (preempted) {
+    if (stop_sig != 0) {
       log::warn("{} (preemption signal): checkpoint saved at step {} ({}), exiting; the same command with "
                 "--set resume=latest continues from there",
                 signal_label(stop_sig), step, ckpt_dir);
       res.stopped_by_signal = stop_sig;
+      completed = false;
       break;
     }
   }
-  std::signal(SIGTERM, prev_term);
-  std::signal(SIGUSR1, prev_usr1);
-  ::sigaction(SIGINT, &prev_int, nullptr);
-  res.steps_done = step;
-  finish_pending_save(r);
-  auto final_weights = full_weights(r);  // collective
-  if (rank0) {
-    checkpoint::save_safetensors(weights, final_weights);
-    res.weights_path = weights;
-    log::info("weights written to {}", weights);
-    if (step >= r.total && g_signal == 0) {
-      res.sample = sample_text(r, final_weights);
-      if (!res.sample.empty()) log::info("sample: {}", res.sample);
-    }
-  }
-  if (r.comm) r.comm->barrier();
+  // The final evaluation: once the schedule is done or the data ran out (not after --stop-at-step
+  // or a stop signal, which end the process early).
+  if (completed && (step >= r.total || step < last)) run_validation(r, step);
+  finish_run(r, res, step);
+  r.comm->barrier();
   g_signal = 0;
   return res;
 }

@@ -48,7 +48,7 @@ void write_text(const std::string& path, unsigned seed, int docs) {
   }
 }
 
-/// A tokenizer trained with the CLI, and native shards of seq 16 tokenized with it (`openlm data tokenize`).
+/// A tokenizer trained with the CLI, and native shards of seq 16 tokenized with it (`openlm prepare-data`).
 struct Corpus {
   std::string tokenizer, manifest;
 };
@@ -59,8 +59,8 @@ Corpus make_corpus(const std::string& dir, unsigned seed, int vocab) {
   Result t = sh(q(kBin) + " tokenizer train --input " + q(dir + "/text.txt") + " --model-prefix " + q(dir + "/sp") +
                 " --vocab-size " + std::to_string(vocab));
   EXPECT_EQ(t.rc, 0) << t.out;
-  Result d = sh(q(kBin) + " data tokenize --input " + q(dir + "/text.txt") + " --tokenizer " + q(dir + "/sp.model") +
-                " --seq-len 16 --output " + q(dir + "/shards"));
+  Result d = sh(q(kBin) + " prepare-data --input " + q(dir + "/text.txt") + " --tokenizer " + q(dir + "/sp.model") +
+                " --format native --seq-len 16 --seed 0 --no-pad --output " + q(dir + "/shards"));
   EXPECT_EQ(d.rc, 0) << d.out;
   return {dir + "/sp.model", dir + "/shards/manifest.jsonl"};
 }
