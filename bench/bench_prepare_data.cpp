@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -94,6 +95,7 @@ int main(int argc, char** argv) {
     o.memory_budget_mb = c.budget_mb;
     stdfs::remove_all(o.output_dir);
     auto t0 = std::chrono::steady_clock::now();
+    const std::clock_t c0 = std::clock();
     auto r = openlm::data::prepare_data(o);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     nlohmann::json j = {{"bench", "prepare_data"},
@@ -106,6 +108,7 @@ int main(int argc, char** argv) {
                         {"tokens", r.tokens},
                         {"sequences", r.sequences},
                         {"seconds", s},
+                        {"cpu_seconds", static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC},
                         {"input_mb_per_s", bytes / 1e6 / s},
                         {"tokens_per_s", r.tokens / s},
                         {"tokenizer", tokenizer}};

@@ -26,7 +26,7 @@ namespace openlm::data {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr size_t kBatchBytes = size_t(1) << 20;  // text per tokeniser work item
+constexpr size_t kBatchBytes = size_t(256) << 10;  // text per tokeniser work item (small: early overlap)
 constexpr size_t kBatchDocs = 4096;
 
 struct Batch {
@@ -142,6 +142,7 @@ PrepareResult prepare_data(const PrepareOptions& o) {
     if (!(s.weight > 0) || !std::isfinite(s.weight))
       throw ConfigError("--input", "", 0, "'" + s.path + "': the weight must be a number > 0");
     files.push_back(detail::list_source_files(s.path));
+    detail::refuse_output_inside(s.path, o.output_dir);
     const int reads = static_cast<int>(std::ceil(s.weight));
     passes = std::max(passes, reads);
     for (auto& f : files.back()) bytes_total += f.size * static_cast<uint64_t>(reads);

@@ -24,6 +24,10 @@ struct InputFile {
 /// ConfigError for a missing path or a folder without input files.
 std::vector<InputFile> list_source_files(const std::string& path);
 
+/// Refuses an output directory inside an input folder: a rerun would read the previous output
+/// (prepare_data.json, manifest.jsonl) as input. ConfigError naming both.
+void refuse_output_inside(const std::string& input, const std::string& output_dir);
+
 /// The output directory: checks it holds nothing but an earlier prepare-data output, removes stale
 /// .partial-* folders, and creates DIR/.partial-<pid>/ (with tmp/ for shuffle runs) to work in.
 class OutputDir {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -51,6 +52,10 @@ std::vector<InputFile> list_source_files(const std::string& path) {
     files.push_back(std::move(f));
   };
   if (!stdfs::is_directory(st)) {
+    for (const char* ext : {".bz2", ".xz", ".lz4", ".lzma", ".zip", ".br", ".tar"})
+      if (path.size() > std::strlen(ext) && path.compare(path.size() - std::strlen(ext), std::string::npos, ext) == 0)
+        throw ConfigError("--input", "", 0,
+                          "'" + path + "': " + ext + " files are not read (inputs are text or JSONL, plain, .gz or .zst)");
     add(path);
     return files;
   }
@@ -71,6 +76,17 @@ std::vector<InputFile> list_source_files(const std::string& path) {
                       "folder '" + path + "' holds no input files (*.txt, *.text, *.jsonl, *.json, *.ndjson, "
                       "optionally .gz/.zst/.zstd)");
   return files;
+}
+
+void refuse_output_inside(const std::string& input, const std::string& output_dir) {
+  std::error_code ec;
+  if (!stdfs::is_directory(input, ec)) return;
+  const std::string in = stdfs::weakly_canonical(input, ec).string() + "/";
+  const std::string out = stdfs::weakly_canonical(output_dir, ec).string() + "/";
+  if (!ec && starts_with(out, in))
+    throw ConfigError("--output", "", 0,
+                      "'" + output_dir + "' is inside the input folder '" + input +
+                      "': a later run would read this output as input; write it elsewhere");
 }
 
 bool is_output_file_name(const std::string& name) {

@@ -67,12 +67,12 @@ std::string utc_now() {
 void run_downstream(const Args& a) {
   namespace icl = openlm::icl;
   struct Job {
-    icl::TaskFile file;
+    std::vector<icl::TaskFile> files;  // one, or one per category (has_categories)
     icl::EvalOptions opt;
   };
   std::vector<Job> jobs;
   if (!a.task.empty()) {
-    Job j{icl::read_task_file(a.task), {}};
+    Job j{{icl::read_task_file(a.task)}, {}};
     j.opt.label = a.label;
     j.opt.prompt = {a.num_fewshot, unescape(a.continuation_delimiter), unescape(a.example_delimiter), "", 1234};
     if (a.random_baseline >= 0) j.opt.random_baseline = a.random_baseline;
@@ -80,8 +80,9 @@ void run_downstream(const Args& a) {
   } else {
     for (const auto& s : icl::read_suite(a.suite, a.data_root)) {
       auto file = icl::read_task_file(s.path, s.type);
+      auto files = s.has_categories ? icl::split_by_category(file) : std::vector<icl::TaskFile>{file};
       for (int64_t k : s.num_fewshot) {
-        Job j{file, {}};
+        Job j{files, {}};
         j.opt.label = s.label;
         j.opt.prompt = {k, s.continuation_delimiter, s.example_delimiter, s.prompt_string, s.seed};
         j.opt.random_baseline = s.random_baseline;
@@ -90,11 +91,9 @@ void run_downstream(const Args& a) {
     }
   }
   const openlm::DistEnv env = openlm::detect_dist_env();
-  auto m = openlm::load_for_inference(a.source, a.tokenizer);
+  auto m = openlm::load_for_inference(a.source, a.tokenizer, env.local_rank);  // one GPU per rank of a node
   if (!m.tokenizer)
     throw openlm::ConfigError(a.source, "tokenizer.path", 0, "the model has no tokenizer: pass --tokenizer FILE");
-  if (m.model->device().is_cuda() && env.local_rank > 0)  // one device per rank on a node
-    m.model->to(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank)), at::kFloat);
   std::unique_ptr<openlm::parallel::Communicator> comm;
   if (env.distributed()) comm = openlm::parallel::make_communicator(env, openlm::ParallelConfig{});
   const bool rank0 = env.rank == 0;
@@ -109,7 +108,9 @@ void run_downstream(const Args& a) {
   double centered_sum = 0;
   for (auto& j : jobs) {
     j.opt.batch_size = a.batch_size;
-    icl::TaskResult r = icl::evaluate_task(*m.model, *m.tokenizer, j.file, j.opt, comm.get());
+    std::vector<icl::TaskResult> parts;
+    for (const auto& f : j.files) parts.push_back(icl::evaluate_task(*m.model, *m.tokenizer, f, j.opt, comm.get()));
+    icl::TaskResult r = parts.size() == 1 ? std::move(parts[0]) : icl::merge_categories(std::move(parts), j.opt.random_baseline);
     if (!rank0) continue;
     nlohmann::json sum = icl::summary_json(r);
     tasks.push_back(sum);

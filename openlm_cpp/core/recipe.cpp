@@ -158,7 +158,6 @@ void fields(V& v, TrainConfig& c) {
 int line_of(const YAML::Node& n) { return n.Mark().line >= 0 ? n.Mark().line + 1 : 0; }
 
 ModelConfig load_model_file(const std::string& path, detail::Origin* origin, const std::string& prefix);
-std::string find_model_recipe(const std::string& name_or_path, const std::string& relative_to);
 
 class Reader {
  public:
@@ -301,13 +300,13 @@ class Reader {
   void read(const YAML::Node& n, const std::string& key, ModelConfig& out) {
     // `model: NAME_OR_PATH` or `model: {name: NAME, <overrides>}` or a full inline mapping.
     if (n.IsScalar()) {
-      out = load_model_file(find_model_recipe(n.Scalar(), base_dir_), nullptr, "");
+      out = load_model_file(detail::find_model_recipe(n.Scalar(), base_dir_), nullptr, "");
       return;
     }
     if (n.IsMap() && n["name"] && n["name"].IsScalar()) {
       std::string path;
       try {
-        path = find_model_recipe(n["name"].Scalar(), base_dir_);
+        path = detail::find_model_recipe(n["name"].Scalar(), base_dir_);
       } catch (const ConfigError&) {
         path.clear();  // an inline config may carry a name that has no recipe file
       }
@@ -333,90 +332,10 @@ class Reader {
   std::vector<std::string> known_;
 };
 
-YAML::Node load_yaml(const std::string& path) {
-  if (!fs::exists(path)) throw ConfigError(path, "", 0, "file not found");
-  if (fs::is_directory(path)) throw ConfigError(path, "", 0, "is a directory, not a recipe file");
-  try {
-    return YAML::LoadFile(path);
-  } catch (const YAML::ParserException& e) {
-    throw ConfigError(path, "", e.mark.line + 1, std::string("YAML syntax error: ") + e.msg);
-  } catch (const YAML::Exception& e) {
-    throw ConfigError(path, "", 0, std::string("cannot read YAML: ") + e.what());
-  }
-}
-
-/// Applies "a.b.c=value" to the YAML tree (value parsed as YAML), creating maps as needed.
-void apply_override(YAML::Node root, const std::string& spec, detail::Origin& origin) {
-  auto eq = spec.find('=');
-  if (eq == std::string::npos || eq == 0)
-    throw ConfigError("--set", spec, 0, "expected key.sub=value");
-  std::string key = spec.substr(0, eq), value = spec.substr(eq + 1);
-  YAML::Node v;
-  try {
-    v = YAML::Load(value);
-  } catch (const YAML::Exception& e) {
-    throw ConfigError("--set", key, 0, "cannot parse value '" + value + "': " + e.what());
-  }
-  std::vector<std::string> parts;
-  for (std::size_t s = 0, e; s <= key.size(); s = e + 1) {
-    e = key.find('.', s);
-    if (e == std::string::npos) e = key.size();
-    parts.push_back(key.substr(s, e - s));
-  }
-  // A scalar `model: name` becomes {name: name} so that sub-keys can be overridden.
-  if (parts.size() > 1 && parts[0] == "model" && root["model"] && root["model"].IsScalar()) {
-    std::string name = root["model"].Scalar();
-    root["model"] = YAML::Node(YAML::NodeType::Map);
-    root["model"]["name"] = name;
-  }
-  std::vector<YAML::Node> chain{root};
-  for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
-    YAML::Node next = chain.back()[parts[i]];
-    if (!next.IsDefined() || next.IsNull()) {
-      chain.back()[parts[i]] = YAML::Node(YAML::NodeType::Map);
-      next = chain.back()[parts[i]];
-    } else if (!next.IsMap()) {
-      throw ConfigError("--set", key, 0, "'" + parts[i] + "' is not a mapping");
-    }
-    chain.push_back(next);
-  }
-  chain.back()[parts.back()] = v;
-  origin.from_cli.insert(key);
-}
-
-std::string source_recipes_dir() {
-#ifdef OPENLM_RECIPES_DIR
-  return OPENLM_RECIPES_DIR;
-#else
-  return "recipes";
-#endif
-}
-
-std::string find_model_recipe(const std::string& name_or_path, const std::string& relative_to) {
-  std::vector<fs::path> tries;
-  fs::path p(name_or_path);
-  bool pathlike = name_or_path.find('/') != std::string::npos ||
-                  p.extension() == ".yaml" || p.extension() == ".yml" || p.extension() == ".json";
-  if (pathlike) {
-    tries.push_back(p);
-    if (!relative_to.empty() && p.is_relative()) tries.push_back(fs::path(relative_to) / p);
-  } else {
-    tries.push_back(fs::path(recipes_dir()) / "models" / (name_or_path + ".yaml"));
-  }
-  for (auto& t : tries)
-    if (fs::exists(t)) return t.string();
-  std::string names;
-  if (!pathlike)
-    for (auto& n : model_names()) names += (names.empty() ? "" : ", ") + n;
-  throw ConfigError(tries.front().string(), "model", 0,
-                    "no model recipe '" + name_or_path + "'" +
-                        (names.empty() ? "" : " (known models: " + names + ")"));
-}
-
 ModelConfig load_model_file(const std::string& path, detail::Origin* origin, const std::string& prefix) {
   detail::Origin local{path, {}, {}};
   detail::Origin& o = origin ? *origin : local;
-  YAML::Node root = detail::from_openlm_json(load_yaml(path), o, prefix);
+  YAML::Node root = detail::from_openlm_json(detail::load_yaml(path), o, prefix);
   ModelConfig m;
   Reader r(root, o, prefix, fs::path(path).parent_path().string());
   fields(r, m);
@@ -464,7 +383,7 @@ int64_t ModelConfig::hidden_dim() const {
 
 std::string recipes_dir() {
   const char* env = std::getenv("OPENLM_RECIPES");
-  return env && *env ? std::string(env) : source_recipes_dir();
+  return env && *env ? std::string(env) : detail::source_recipes_dir();
 }
 
 std::vector<std::string> model_names() {
@@ -499,10 +418,10 @@ int64_t total_steps(const TrainConfig& c) {
 }
 
 ModelConfig load_model(const std::string& name_or_path, const std::vector<std::string>& overrides) {
-  std::string path = find_model_recipe(name_or_path, "");
+  std::string path = detail::find_model_recipe(name_or_path, "");
   detail::Origin o{path, {}, {}};
-  YAML::Node root = detail::from_openlm_json(load_yaml(path), o, "");
-  for (auto& s : overrides) apply_override(root, s, o);
+  YAML::Node root = detail::from_openlm_json(detail::load_yaml(path), o, "");
+  for (auto& s : overrides) detail::apply_override(root, s, o);
   ModelConfig m;
   Reader r(root, o, "", fs::path(path).parent_path().string());
   fields(r, m);
@@ -517,7 +436,7 @@ TrainConfig train_recipe_from(YAML::Node root, const std::string& path, const st
                               const std::vector<std::string>& overrides) {
   detail::Origin o{path, {}, {}};
   if (!root.IsMap()) throw ConfigError(path, "", 0, "a train recipe must be a YAML mapping");
-  for (auto& s : overrides) apply_override(root, s, o);
+  for (auto& s : overrides) detail::apply_override(root, s, o);
   TrainConfig c;
   c.source_file = path;
   Reader r(root, o, "", base);
@@ -537,7 +456,7 @@ TrainConfig train_recipe_from(YAML::Node root, const std::string& path, const st
 }  // namespace
 
 TrainConfig load_train_recipe(const std::string& path, const std::vector<std::string>& overrides) {
-  return train_recipe_from(load_yaml(path), path, fs::path(path).parent_path().string(), overrides);
+  return train_recipe_from(detail::load_yaml(path), path, fs::path(path).parent_path().string(), overrides);
 }
 
 TrainConfig load_train_recipe_text(const std::string& text, const std::string& source, const std::string& base_dir,

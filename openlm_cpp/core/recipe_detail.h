@@ -49,6 +49,17 @@ struct Origin {
 void validate_model_fields(const ModelConfig& m, const Origin& o, const std::string& prefix);
 void validate_train_fields(const TrainConfig& c, const Origin& o);
 
+/// Reads a YAML (or JSON) file; ConfigError naming the file (and line) when it cannot.
+YAML::Node load_yaml(const std::string& path);
+/// Applies "a.b.c=value" (value parsed as YAML) to the tree, creating maps as needed; records the
+/// key in origin.from_cli.
+void apply_override(YAML::Node root, const std::string& spec, Origin& origin);
+/// The source tree's recipes/ (compiled in), for recipes_dir() when $OPENLM_RECIPES is unset.
+std::string source_recipes_dir();
+/// The model recipe file for a registry name (recipes/models/<name>.yaml) or a path (tried as
+/// given, then against `relative_to`); ConfigError listing the known names otherwise.
+std::string find_model_recipe(const std::string& name_or_path, const std::string& relative_to);
+
 /// Relative input paths (data.manifests[].path, data.instructions, tokenizer.path, init_from,
 /// resume when a path, eval.val_data[].path) become absolute: against `recipe_dir` when the recipe
 /// file wrote them, against the working directory when --set did. run_dir (an output) is relative

@@ -2,6 +2,9 @@
 // configs read as model recipes. Parsing proper lives in recipe.cpp, range checks in
 // recipe_validate.cpp.
 #include <filesystem>
+#include <vector>
+
+#include "openlm_cpp/core/recipe.h"
 #include <set>
 #include <string>
 
@@ -39,6 +42,86 @@ void resolve_recipe_paths(TrainConfig& c, const Origin& o, const std::string& re
       o.fail(key + ".name", "duplicate source name '" + v.name + "' (metrics name each source; give every entry its own name)");
     if (v.path.rfind("default_corpus:", 0) != 0) resolve(v.path, key + ".path", o, recipe_dir);
   }
+}
+
+YAML::Node load_yaml(const std::string& path) {
+  if (!fs::exists(path)) throw ConfigError(path, "", 0, "file not found");
+  if (fs::is_directory(path)) throw ConfigError(path, "", 0, "is a directory, not a recipe file");
+  try {
+    return YAML::LoadFile(path);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(path, "", e.mark.line + 1, std::string("YAML syntax error: ") + e.msg);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(path, "", 0, std::string("cannot read YAML: ") + e.what());
+  }
+}
+
+/// Applies "a.b.c=value" to the YAML tree (value parsed as YAML), creating maps as needed.
+void apply_override(YAML::Node root, const std::string& spec, detail::Origin& origin) {
+  auto eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError("--set", spec, 0, "expected key.sub=value");
+  std::string key = spec.substr(0, eq), value = spec.substr(eq + 1);
+  YAML::Node v;
+  try {
+    v = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError("--set", key, 0, "cannot parse value '" + value + "': " + e.what());
+  }
+  std::vector<std::string> parts;
+  for (std::size_t s = 0, e; s <= key.size(); s = e + 1) {
+    e = key.find('.', s);
+    if (e == std::string::npos) e = key.size();
+    parts.push_back(key.substr(s, e - s));
+  }
+  // A scalar `model: name` becomes {name: name} so that sub-keys can be overridden.
+  if (parts.size() > 1 && parts[0] == "model" && root["model"] && root["model"].IsScalar()) {
+    std::string name = root["model"].Scalar();
+    root["model"] = YAML::Node(YAML::NodeType::Map);
+    root["model"]["name"] = name;
+  }
+  std::vector<YAML::Node> chain{root};
+  for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node next = chain.back()[parts[i]];
+    if (!next.IsDefined() || next.IsNull()) {
+      chain.back()[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      next = chain.back()[parts[i]];
+    } else if (!next.IsMap()) {
+      throw ConfigError("--set", key, 0, "'" + parts[i] + "' is not a mapping");
+    }
+    chain.push_back(next);
+  }
+  chain.back()[parts.back()] = v;
+  origin.from_cli.insert(key);
+}
+
+std::string source_recipes_dir() {
+#ifdef OPENLM_RECIPES_DIR
+  return OPENLM_RECIPES_DIR;
+#else
+  return "recipes";
+#endif
+}
+
+std::string find_model_recipe(const std::string& name_or_path, const std::string& relative_to) {
+  std::vector<fs::path> tries;
+  fs::path p(name_or_path);
+  bool pathlike = name_or_path.find('/') != std::string::npos ||
+                  p.extension() == ".yaml" || p.extension() == ".yml" || p.extension() == ".json";
+  if (pathlike) {
+    tries.push_back(p);
+    if (!relative_to.empty() && p.is_relative()) tries.push_back(fs::path(relative_to) / p);
+  } else {
+    tries.push_back(fs::path(recipes_dir()) / "models" / (name_or_path + ".yaml"));
+  }
+  for (auto& t : tries)
+    if (fs::exists(t)) return t.string();
+  std::string names;
+  if (!pathlike)
+    for (auto& n : model_names()) names += (names.empty() ? "" : ", ") + n;
+  throw ConfigError(tries.front().string(), "model", 0,
+                    "no model recipe '" + name_or_path + "'" +
+                        (names.empty() ? "" : " (known models: " + names + ")"));
 }
 
 YAML::Node from_openlm_json(const YAML::Node& root, const Origin& o, const std::string& prefix) {

@@ -27,6 +27,18 @@ std::string sh_quote(const std::string& s) {
 /// Full precision for numbers gnuplot reads back (%.17g round-trips a double).
 std::string num(double v) { return fmt::format("{:.17g}", v); }
 
+/// Explicit y tics for a log axis spanning less than a decade, where gnuplot would label none:
+/// about six evenly spaced round values (step 1, 2 or 5 x 10^k).
+std::string log_axis_tics(double lo, double hi) {
+  if (!(lo > 0) || hi / lo >= 10) return "";
+  const double raw = (hi - lo) / 6, mag = std::pow(10.0, std::floor(std::log10(raw)));
+  const double step = raw / mag < 1.5 ? mag : raw / mag < 3.5 ? 2 * mag : raw / mag < 7.5 ? 5 * mag : 10 * mag;
+  std::string t;
+  for (double v = std::ceil(lo / step) * step; v <= hi; v += step)
+    t += fmt::format("{}\"{:g}\" {:.12g}", t.empty() ? "" : ", ", v, v);
+  return t.empty() ? "" : "set ytics (" + t + ")\n";
+}
+
 const char* kInstall =
     "install it (Debian/Ubuntu: apt-get install gnuplot-nox; scripts/setup.sh does) or point $OPENLM_GNUPLOT at it";
 
@@ -104,7 +116,8 @@ void plot_ladder(const LadderPlot& p, const std::string& png) {
     << "set title \"" << gp_quote(p.title) << "\" noenhanced\n"
     << "set key top right\nset samples 400\n"
     << "set xrange [" << num(lo / 1.6) << ":" << num(hi * 1.6) << "]\n"
-    << "set yrange [" << num(ylo / 1.12) << ":" << num(yhi * 1.12) << "]\n";
+    << "set yrange [" << num(ylo / 1.12) << ":" << num(yhi * 1.12) << "]\n"
+    << log_axis_tics(ylo / 1.12, yhi * 1.12);
   s << "$points << EOD\n";
   for (std::size_t i = 0; i < p.points.size(); ++i) {
     const std::string label = i < p.labels.size() ? p.labels[i] : std::string();

@@ -5,6 +5,10 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -315,7 +319,12 @@ void save_run_checkpoint(Run& r, int64_t step) {
     // then write them in the background; a later poll commits once every rank has written.
     for (auto& job : jobs)
       for (auto& [n, t] : job.tensors) t = t.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
-    pending->files = std::async(std::launch::async, write, std::move(jobs));
+    // The writer runs at the lowest CPU priority (nice 19, this thread only): on a busy CPU it
+    // takes the cycles the compute threads leave, instead of competing with them for every step.
+    pending->files = std::async(std::launch::async, [write](std::vector<FileJob> todo) {
+      (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 19);
+      return write(std::move(todo));
+    }, std::move(jobs));
     r.pending = std::move(pending);
   } else {
     pending->files = std::async(std::launch::deferred, write, std::move(jobs));

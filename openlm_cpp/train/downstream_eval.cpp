@@ -185,6 +185,7 @@ TaskResult evaluate_task(Transformer& model, const Tokenizer& tok, const TaskFil
   std::sort(r.examples.begin(), r.examples.end(),
             [](const ExampleResult& a, const ExampleResult& b) { return a.index < b.index; });
   r.n = static_cast<int64_t>(r.examples.size());
+  for (auto& e : r.examples) e.category = task.examples[static_cast<std::size_t>(e.index)].category;
   if (r.n != n) throw Error("downstream eval: gathered " + std::to_string(r.n) + " of " + std::to_string(n) + " examples");
   double inv_choices = 0;
   for (const auto& e : r.examples) {
@@ -203,8 +204,33 @@ TaskResult evaluate_task(Transformer& model, const Tokenizer& tok, const TaskFil
   return r;
 }
 
+TaskResult merge_categories(std::vector<TaskResult> parts, std::optional<double> given_baseline) {
+  if (parts.empty()) throw Error("merge_categories: no categories");
+  TaskResult r = parts[0];
+  r.examples.clear();
+  r.n = r.truncated_examples = 0;
+  r.acc = r.acc_sum = r.seconds = 0;
+  double baseline = 0;
+  for (auto& p : parts) {
+    r.n += p.n;
+    r.truncated_examples += p.truncated_examples;
+    r.seconds += p.seconds;
+    r.acc += p.acc;
+    r.acc_sum += p.acc_sum;
+    baseline += p.random_baseline;
+    for (auto& e : p.examples) r.examples.push_back(std::move(e));
+  }
+  const double k = static_cast<double>(parts.size());
+  r.categories = static_cast<int64_t>(parts.size());
+  r.acc /= k;
+  r.acc_sum /= k;
+  r.random_baseline = given_baseline ? *given_baseline : baseline / k;
+  r.centered_acc = (r.acc - r.random_baseline) / (1.0 - r.random_baseline);
+  return r;
+}
+
 nlohmann::json summary_json(const TaskResult& r) {
-  return {{"task", r.label},
+  nlohmann::json j = {{"task", r.label},
           {"type", task_type_name(r.type)},
           {"num_fewshot", r.num_fewshot},
           {"n", r.n},
@@ -215,6 +241,8 @@ nlohmann::json summary_json(const TaskResult& r) {
           {"truncated", r.truncated_examples},
           {"seconds", r.seconds},
           {"file", r.path}};
+  if (r.categories > 0) j["categories"] = r.categories;
+  return j;
 }
 
 nlohmann::json example_json(const ExampleResult& e) {
@@ -224,9 +252,11 @@ nlohmann::json example_json(const ExampleResult& e) {
                   {"sum_logprob", c.sum_logprob},
                   {"mean_logprob", c.mean_logprob},
                   {"greedy_match", c.greedy_match}});
-  return {{"index", e.index},   {"line", e.line}, {"choices", cs}, {"pred", e.pred}, {"pred_sum", e.pred_sum},
-          {"gold", e.gold},     {"correct", e.pred == e.gold},     {"context_tokens", e.context_tokens},
-          {"truncated", e.truncated}};
+  nlohmann::json j = {{"index", e.index},   {"line", e.line}, {"choices", cs}, {"pred", e.pred},
+                      {"pred_sum", e.pred_sum}, {"gold", e.gold}, {"correct", e.pred == e.gold},
+                      {"context_tokens", e.context_tokens}, {"truncated", e.truncated}};
+  if (!e.category.empty()) j["category"] = e.category;
+  return j;
 }
 
 SourceInfo describe_source(const std::string& source) {

@@ -39,6 +39,7 @@ struct ExampleResult {
   int64_t pred_sum = 0;        ///< highest summed log-likelihood (LM: as pred)
   int64_t context_tokens = 0;  ///< context tokens read (largest over the alternatives, after truncation)
   int64_t truncated = 0;       ///< context tokens dropped from the left
+  std::string category;        ///< the record's "category" (has_categories tasks)
 };
 
 struct TaskResult {
@@ -50,6 +51,7 @@ struct TaskResult {
   double random_baseline = 0;  ///< given, else the mean over examples of 1 / choices (LM 0)
   double centered_acc = 0;     ///< (acc - random_baseline) / (1 - random_baseline)
   int64_t truncated_examples = 0;
+  int64_t categories = 0;      ///< has_categories: how many categories acc and acc_sum average over
   double seconds = 0;
   std::vector<ExampleResult> examples;  ///< in file order
 };
@@ -72,11 +74,17 @@ std::vector<ChoiceScore> score_requests(Transformer& model, const std::vector<Re
 TaskResult evaluate_task(Transformer& model, const Tokenizer& tok, const TaskFile& task, const EvalOptions& opt,
                          parallel::Communicator* comm = nullptr);
 
+/// llm-foundry's has_categories as DCLM reports it: the categories' results (each scored as a task
+/// of its own, few-shot examples from the same category) merged into one, with acc and acc_sum
+/// the unweighted means over categories, n and truncated their sums, the random baseline
+/// `given` or else the categories' mean, examples in category order.
+TaskResult merge_categories(std::vector<TaskResult> parts, std::optional<double> given_baseline);
+
 /// The summary object `openlm eval --task --json` prints: task, type, num_fewshot, n, acc, acc_sum,
-/// random_baseline, centered_acc, truncated, seconds, file.
+/// random_baseline, centered_acc, truncated, seconds, file (and categories when merged).
 nlohmann::json summary_json(const TaskResult& r);
 /// One line of --per-example: index, line, choices [{tokens, sum_logprob, mean_logprob,
-/// greedy_match}], pred, pred_sum, gold, correct, context_tokens, truncated.
+/// greedy_match}], pred, pred_sum, gold, correct, context_tokens, truncated (and category when set).
 nlohmann::json example_json(const ExampleResult& e);
 
 /// Where results of `source` are recorded: the run directory (a run, or the run holding a

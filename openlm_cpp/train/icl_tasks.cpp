@@ -131,6 +131,7 @@ TaskFile read_task_file(const std::string& path, std::optional<TaskType> expect)
         e.continuations = {get_string(j, "continuation", where, *type)};
         break;
     }
+    if (j.contains("category") && j["category"].is_string()) e.category = j["category"].get<std::string>();
     for (std::size_t c = 0; c < e.continuations.size(); ++c)
       if (e.continuations[c].empty())  // nothing to score: no log-likelihood, no mean
         throw DataError(where + ": " +
@@ -142,6 +143,19 @@ TaskFile read_task_file(const std::string& path, std::optional<TaskType> expect)
   if (f.examples.empty()) throw DataError(path + ": no task records");
   f.type = *type;
   return f;
+}
+
+std::vector<TaskFile> split_by_category(const TaskFile& f) {
+  std::vector<TaskFile> out;
+  std::unordered_map<std::string, std::size_t> at;
+  for (const auto& e : f.examples) {
+    if (e.category.empty())
+      throw DataError(f.path + ":" + std::to_string(e.line) + ": no \"category\" (the suite sets has_categories)");
+    auto [it, fresh] = at.emplace(e.category, out.size());
+    if (fresh) out.push_back(TaskFile{f.path, f.type, {}});
+    out[it->second].examples.push_back(e);
+  }
+  return out;
 }
 
 std::vector<TaskSpec> read_suite(const std::string& path, const std::string& data_root) {
@@ -156,7 +170,7 @@ std::vector<TaskSpec> read_suite(const std::string& path, const std::string& dat
   if (!list.IsSequence() || list.size() == 0)
     throw ConfigError(path, "icl_tasks", list.Mark().line + 1, "expected a non-empty list of tasks under icl_tasks:");
   // Keys llm-foundry defines that do not change what is scored here.
-  static const std::set<std::string> kIgnored = {"metric_names", "has_categories", "batch_size", "pass_at_k",
+  static const std::set<std::string> kIgnored = {"metric_names", "batch_size", "pass_at_k",
                                                  "generations_per_sample", "do_normalization", "cot_delimiter",
                                                  "early_stopping_criteria", "generation_kwargs", "max_seq_len"};
   std::vector<TaskSpec> out;
@@ -202,6 +216,13 @@ std::vector<TaskSpec> read_suite(const std::string& path, const std::string& dat
       else if (key == "example_delimiter") s.example_delimiter = scalar();
       else if (key == "prompt_string") s.prompt_string = scalar();
       else if (key == "fewshot_random_seed") s.seed = static_cast<uint64_t>(integer(v));
+      else if (key == "has_categories") {
+        try {
+          s.has_categories = v.as<bool>();
+        } catch (const YAML::Exception&) {
+          throw ConfigError(path, k, line, "expected true or false");
+        }
+      }
       else if (key == "random_baseline") {
         double r = 0;
         try {
@@ -217,7 +238,7 @@ std::vector<TaskSpec> read_suite(const std::string& path, const std::string& dat
       } else {
         throw ConfigError(path, k, line, "unknown key (label, dataset_uri, icl_task_type, num_fewshot, "
                                          "continuation_delimiter, example_delimiter, prompt_string, "
-                                         "fewshot_random_seed, random_baseline)");
+                                         "fewshot_random_seed, random_baseline, has_categories)");
       }
     }
     if (s.path.empty()) throw ConfigError(path, at + ".dataset_uri", n.Mark().line + 1, "missing");

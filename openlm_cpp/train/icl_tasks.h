@@ -24,6 +24,7 @@ struct Example {
   std::vector<std::string> contexts;       ///< multiple_choice: {query}; schema: context_options; LM: {context}
   std::vector<std::string> continuations;  ///< multiple_choice: choices; schema / LM: {continuation}
   int64_t gold = 0;                        ///< index of the correct choice / context option (LM: 0)
+  std::string category;                    ///< "category" when the record has one (has_categories)
   /// How many alternatives are scored (choices, context options, 1 for LM).
   int64_t num_choices() const;
 };
@@ -42,6 +43,11 @@ struct TaskFile {
 /// an error too.
 TaskFile read_task_file(const std::string& path, std::optional<TaskType> expect = std::nullopt);
 
+/// The records of each "category" as a task file of their own (in order of first appearance; lines
+/// kept), for llm-foundry's has_categories. Throws DataError "FILE:LINE" for a record without a
+/// category.
+std::vector<TaskFile> split_by_category(const TaskFile& f);
+
 /// One task of a suite: what a user writes per entry of `icl_tasks:`.
 struct TaskSpec {
   std::string label;                       ///< "label" (default: the file's stem)
@@ -53,6 +59,7 @@ struct TaskSpec {
   std::string prompt_string;               ///< text put once before the few-shot examples
   uint64_t seed = 1234;                    ///< "fewshot_random_seed"
   std::optional<double> random_baseline;   ///< "random_baseline" in [0, 1) (none: 1/choices, LM 0)
+  bool has_categories = false;             ///< "has_categories": score each category apart, report their mean
 };
 
 /// Reads a suite YAML: a top-level `icl_tasks:` list (llm-foundry's layout; other top-level keys

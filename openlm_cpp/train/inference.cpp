@@ -49,7 +49,7 @@ ModelConfig model_config_of(const std::string& source) {
   return find_config(stdfs::is_directory(p) ? p : p.parent_path()).model;
 }
 
-LoadedModel load_for_inference(const std::string& source, const std::string& tokenizer_override) {
+LoadedModel load_for_inference(const std::string& source, const std::string& tokenizer_override, int cuda_device) {
   LoadedModel out;
   stdfs::path p(source);
   if (!stdfs::exists(p)) throw ConfigError(source, "", 0, "no such file or directory");
@@ -66,7 +66,7 @@ LoadedModel load_for_inference(const std::string& source, const std::string& tok
     auto tensors = checkpoint::load_model_weights(source);
     out.model->load_named(NamedTensors(tensors.begin(), tensors.end()));
   }
-  if (at::hasCUDA()) out.model->to(at::Device(at::kCUDA, 0), at::kFloat);
+  if (at::hasCUDA()) out.model->to(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(cuda_device)), at::kFloat);
   out.model->train(false);
   std::string tok = tokenizer_override.empty() ? out.config.tokenizer.path : tokenizer_override;
   // An override is typed by its file (a .model or a tokenizer.json), not by the run's config.

@@ -23,7 +23,10 @@ struct LoadedModel {
 /// Hugging Face directory's config.json.
 ModelConfig model_config_of(const std::string& source);
 
-LoadedModel load_for_inference(const std::string& source, const std::string& tokenizer_override = "");
+/// `cuda_device`: the GPU the model goes to when CUDA is there (a launched rank passes its local
+/// rank, so that ranks do not all load onto GPU 0).
+LoadedModel load_for_inference(const std::string& source, const std::string& tokenizer_override = "",
+                               int cuda_device = 0);
 
 struct EvalResult {
   double loss = 0;       ///< mean next-token cross entropy over all scored positions (fp32 per window)

@@ -51,6 +51,21 @@ struct Run {
   std::string heldout_manifest;              // the default corpus's held-out split, when it is used
 };
 
+// ---- run_inputs.cpp: before anything is built or written -------------------------------------
+/// A run directory holding another run's files is refused unless the run resumes or `overwrite`
+/// moves them into <run_dir>/previous-<n>/; every rank decides the same without a collective.
+void claim_run_dir(const TrainConfig& cfg, const DistEnv& env, bool overwrite);
+/// Fills in the default corpus (`heldout_manifest`: its held-out split) and init_from's model when
+/// the recipe has none, and checks that every input path exists (ConfigError naming the key).
+TrainConfig resolve_inputs(TrainConfig cfg, std::string& heldout_manifest);
+/// Tokenizer and model vocabulary agree (or model.vocab_size follows the tokenizer); returns the
+/// tokenizer's identity, "" without one.
+std::string reconcile_tokenizer(TrainConfig& cfg);
+/// Refuses a run whose estimated memory cannot fit (device and host), naming the recipe.
+void check_training_memory(const TrainConfig& cfg, const DistEnv& env, const at::Device& device);
+/// init_from weights (safetensors file, run or checkpoint directory, Hugging Face directory).
+void load_weights_into(Transformer& m, const std::string& src);
+
 /// One optimizer step's micro-batches: tokens [micro, seq_len + 1] and, for instruction data, the
 /// loss mask (undefined otherwise).
 using MicroBatches = std::vector<std::pair<at::Tensor, at::Tensor>>;

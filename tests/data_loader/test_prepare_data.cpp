@@ -9,6 +9,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "data_loader/data_tools.h"
 #include "data_loader/doc_reader.h"
@@ -193,6 +194,9 @@ TEST(PrepareData, GzipAndZstdInputsEqualPlain) {
   auto plain = shards("a.jsonl");
   EXPECT_EQ(plain, shards("a.jsonl.gz"));
   EXPECT_EQ(plain, shards("a.jsonl.zst"));
+  // compression we cannot read is refused by name, not read as text
+  write_file(dir + "/a.jsonl.xz", "\xfd" "7zXZ");
+  EXPECT_THROW(prepare_data(options({dir + "/a.jsonl.xz"}, dir + "/out_xz")), openlm::ConfigError);
   // truncated compressed inputs are errors naming the file, never a silent short read
   for (std::string name : {"t.jsonl.gz", "t.jsonl.zst"}) {
     std::string full = read_file(dir + (name == "t.jsonl.gz" ? "/a.jsonl.gz" : "/a.jsonl.zst"));
@@ -224,6 +228,9 @@ TEST(PrepareData, FolderInputIsItsSortedFiles) {
   a.erase("prepare_data.json");
   b.erase("prepare_data.json");
   EXPECT_EQ(a, b);
+  // an output inside an input folder is refused (a rerun would read it as input)
+  EXPECT_THROW(prepare_data(options({dir + "/in"}, dir + "/in/sub/out")), openlm::ConfigError);
+  EXPECT_FALSE(stdfs::exists(dir + "/in/sub/out"));
   // a folder without inputs is refused by name
   stdfs::create_directories(dir + "/empty");
   try {

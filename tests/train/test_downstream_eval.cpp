@@ -556,3 +556,53 @@ TEST(DownstreamEval, ShippedCoreSuiteListsDclmsTwentyTwoTasks) {
   EXPECT_EQ(r.rc, 1) << r.out;
   EXPECT_TRUE(has(r.out, dir + "/local_data/language_understanding/hellaswag.jsonl")) << r.out;
 }
+
+TEST(DownstreamEval, HasCategoriesAveragesTheCategoriesScoredApart) {
+  // Category "a": 4 examples, 1 with a wrong gold (acc 0.75); "b": 8, 4 wrong (acc 0.5). The
+  // merged acc is their mean 0.625 (pooled would be 7/12), as DCLM reports has_categories tasks.
+  const std::string dir = temp_dir("categories");
+  std::vector<json> all, a, b;
+  for (int i = 0; i < 12; ++i) {
+    const bool in_a = i % 3 == 0;
+    const int k = in_a ? static_cast<int>(a.size()) : static_cast<int>(b.size());
+    const bool wrong = in_a ? k == 0 : k % 2 == 1;
+    json r = {{"query", letters(i, 5)}, {"choices", {letters(i + 5, 1), letters(i + 11, 1)}}, {"gold", wrong ? 1 : 0},
+              {"category", in_a ? "a" : "b"}};
+    all.push_back(r);
+    (in_a ? a : b).push_back(r);
+  }
+  write_jsonl(dir + "/all.jsonl", all);
+  write_jsonl(dir + "/a.jsonl", a);
+  write_jsonl(dir + "/b.jsonl", b);
+  std::ofstream(dir + "/suite.yaml") << "icl_tasks:\n- label: cats\n  dataset_uri: all.jsonl\n  num_fewshot: [1]\n"
+                                     << "  has_categories: true\n";
+  const std::string tok = " --tokenizer " + q(base().bytes_tok) + " --no-record --json";
+  std::string out;
+  Result r = eval(base().run, "--suite " + q(dir + "/suite.yaml") + tok + " --per-example " + q(dir + "/all.per"), &out);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const json t = last_json(out)["tasks"][0];
+  EXPECT_EQ(t["categories"], 2);
+  EXPECT_EQ(t["n"], 12);
+  EXPECT_NEAR(t["acc"].get<double>(), 0.625, 1e-12) << t;
+  EXPECT_NEAR(t["centered_acc"].get<double>(), (0.625 - 0.5) / 0.5, 1e-12) << t;
+  // Each category is the task of its own file: the same prompts (few-shot from the category), scores.
+  auto per = read_jsonl(dir + "/all.per");
+  ASSERT_EQ(per.size(), 12u);
+  std::size_t at = 0;
+  for (const std::string c : {"a", "b"}) {
+    ASSERT_EQ(eval(base().run, "--task " + q(dir + "/" + c + ".jsonl") + tok + " --num-fewshot 1 --per-example " +
+                                   q(dir + "/" + c + ".per"))
+                  .rc,
+              0);
+    for (const auto& e : read_jsonl(dir + "/" + c + ".per")) {
+      EXPECT_EQ(per[at]["category"], c);
+      EXPECT_EQ(per[at]["choices"], e["choices"]);
+      ++at;
+    }
+  }
+  // A record without a category is refused by line.
+  std::ofstream(dir + "/all.jsonl", std::ios::app) << R"({"query": "abc", "choices": ["d"], "gold": 0})" << "\n";
+  r = eval(base().run, "--suite " + q(dir + "/suite.yaml") + tok);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_TRUE(has(r.out, dir + "/all.jsonl:13: no \"category\"")) << r.out;
+}
