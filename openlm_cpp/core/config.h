@@ -146,6 +146,10 @@ struct TrainConfig {
   std::vector<std::string> averagers;
   std::string precision = "fp32";  ///< fp32 | amp_bfloat16 | pure_bf16
   bool grad_checkpointing = false;
+  /// Selective activation checkpointing: every N-th block (1 = all) ...
+  int64_t grad_checkpointing_every = 1;
+  /// ... whole blocks ("block") or only their attention sublayer ("attention").
+  std::string grad_checkpointing_scope = "block";
   uint64_t seed = 124;
   int64_t max_steps = 0;           ///< optimizer steps the schedule spans
   int64_t train_num_tokens = 0;    ///< alternative to max_steps: tokens / (global batch * seq_len)

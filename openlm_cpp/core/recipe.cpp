@@ -143,6 +143,8 @@ void fields(V& v, TrainConfig& c) {
   v("averagers", c.averagers);
   v("precision", c.precision);
   v("grad_checkpointing", c.grad_checkpointing);
+  v("grad_checkpointing_every", c.grad_checkpointing_every);
+  v("grad_checkpointing_scope", c.grad_checkpointing_scope);
   v("seed", c.seed);
   v("max_steps", c.max_steps);
   v("train_num_tokens", c.train_num_tokens);

@@ -59,6 +59,8 @@ void validate_train_fields(const TrainConfig& c, const Origin& o) {
          {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard"});
   one_of(o, "parallel.reduce_dtype", c.parallel.reduce_dtype, {"fp32", "bf16"});
   one_of(o, "init_from_mode", c.init_from_mode, {"weights", "full"});
+  one_of(o, "grad_checkpointing_scope", c.grad_checkpointing_scope, {"block", "attention"});
+  if (c.grad_checkpointing_every < 1) o.fail("grad_checkpointing_every", "must be >= 1 (1 = every block)");
   one_of(o, "data.on_epoch_end", c.data.on_epoch_end, {"next_epoch", "stop"});
   one_of(o, "tokenizer.type", c.tokenizer.type, {"sentencepiece", "bpe", "auto"});
   positive(o, "batch.global_batch_size", c.batch.global_batch_size);

@@ -167,16 +167,23 @@ at::Tensor FeedForwardImpl::forward(const at::Tensor& x, const RunOptions& o) {
 // Block (+ activation checkpointing)
 // ------------------------------------------------------------------------------------------
 namespace {
-/// Reentrant activation checkpoint: forward without saving activations, recompute the block in
-/// backward and back-propagate through the recomputation (parameter grads accumulate there).
+/// Reentrant activation checkpoint: forward without saving activations, recompute the block (or
+/// only its attention sublayer, `attention_only`) in backward and back-propagate through the
+/// recomputation (parameter grads accumulate there).
+at::Tensor checkpointed_part(BlockImpl* blk, const at::Tensor& x, const RunOptions& o, bool attention_only) {
+  return attention_only ? blk->attention->forward(blk->attention_norm->forward(x, o), o, nullptr, nullptr, 0)
+                        : blk->forward_impl(x, o, nullptr, nullptr, 0);
+}
+
 struct CheckpointFn : torch::autograd::Function<CheckpointFn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, BlockImpl* blk,
-                            const RunOptions* o) {
+                            const RunOptions* o, bool attention_only) {
     ctx->saved_data["blk"] = reinterpret_cast<int64_t>(blk);
     ctx->saved_data["opt"] = reinterpret_cast<int64_t>(o);
+    ctx->saved_data["attn"] = attention_only;
     ctx->save_for_backward({x});
     at::NoGradGuard no_grad;
-    return blk->forward_impl(x, *o, nullptr, nullptr, 0);
+    return checkpointed_part(blk, x, *o, attention_only);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -186,10 +193,10 @@ struct CheckpointFn : torch::autograd::Function<CheckpointFn> {
     at::Tensor out;
     {
       at::AutoGradMode enable(true);
-      out = blk->forward_impl(x, *o, nullptr, nullptr, 0);
+      out = checkpointed_part(blk, x, *o, ctx->saved_data["attn"].toBool());
     }
     torch::autograd::backward({out}, {grads[0]});
-    return {x.grad(), at::Tensor(), at::Tensor()};
+    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 }  // namespace
@@ -209,8 +216,12 @@ at::Tensor BlockImpl::forward_impl(const at::Tensor& x, const RunOptions& o, at:
 
 at::Tensor BlockImpl::forward(const at::Tensor& x, const RunOptions& o, at::Tensor* kc, at::Tensor* vc,
                               int64_t offset) {
-  if (o.grad_checkpointing && is_training() && at::GradMode::is_enabled() && !kc && x.requires_grad())
-    return CheckpointFn::apply(x, this, &o);
+  if (o.grad_checkpointing && layer_id % o.ckpt_every == 0 && is_training() && at::GradMode::is_enabled() && !kc &&
+      x.requires_grad()) {
+    if (!o.ckpt_attention_only) return CheckpointFn::apply(x, this, &o, false);
+    at::Tensor h = x + CheckpointFn::apply(x, this, &o, true);  // the FFN keeps its activations
+    return h + feed_forward->forward(ffn_norm->forward(h, o), o);
+  }
   return forward_impl(x, o, kc, vc, offset);
 }
 

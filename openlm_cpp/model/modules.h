@@ -13,6 +13,8 @@ struct RunOptions {
   at::ScalarType compute = at::kFloat;  ///< matmul / activation dtype (bf16 = autocast-style)
   at::ScalarType param = at::kFloat;    ///< stored parameter dtype (bf16 for pure_bf16)
   bool grad_checkpointing = false;
+  int64_t ckpt_every = 1;            ///< checkpoint blocks whose index is a multiple of this
+  bool ckpt_attention_only = false;  ///< recompute only attention (and its norm), keep the FFN's activations
 };
 
 /// A module holding one weight matrix named "weight" (Linear without bias, or an embedding

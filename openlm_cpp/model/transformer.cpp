@@ -112,7 +112,11 @@ void Transformer::load_named(const NamedTensors& tensors, bool allow_missing) {
 
 void Transformer::set_compute_dtype(at::ScalarType dt) { m_->run.compute = dt; }
 at::ScalarType Transformer::compute_dtype() const { return m_->run.compute; }
-void Transformer::set_grad_checkpointing(bool on) { m_->run.grad_checkpointing = on; }
+void Transformer::set_grad_checkpointing(bool on, int64_t every, bool attention_only) {
+  m_->run.grad_checkpointing = on;
+  m_->run.ckpt_every = std::max<int64_t>(1, every);
+  m_->run.ckpt_attention_only = attention_only;
+}
 
 void Transformer::to(const at::Device& device, at::ScalarType param_dtype) {
   m_->to(device, param_dtype);

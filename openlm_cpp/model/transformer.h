@@ -69,8 +69,9 @@ class Transformer {
   /// Matmuls, attention and activations in this dtype (bf16 for amp), parameters unchanged.
   void set_compute_dtype(at::ScalarType dt);
   at::ScalarType compute_dtype() const;
-  /// Recompute each block in backward instead of storing its activations.
-  void set_grad_checkpointing(bool on);
+  /// Recompute blocks in backward instead of storing their activations: every `every`-th block
+  /// (0, every, 2*every, ...), the whole block or only its attention sublayer (selective).
+  void set_grad_checkpointing(bool on, int64_t every = 1, bool attention_only = false);
   /// Moves (and casts floating parameters) to a device/dtype.
   void to(const at::Device& device, at::ScalarType param_dtype);
   at::Device device() const;

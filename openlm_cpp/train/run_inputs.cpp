@@ -190,7 +190,10 @@ void check_training_memory(const TrainConfig& cfg, const DistEnv& env, const at:
   const ParamCounts counts = check_model_size(cfg.model, cfg.source_file);
   const std::string strategy = env.world_size > 1 ? cfg.parallel.strategy : "no_shard";
   const MemoryEstimate est = estimate_memory(cfg.model, cfg.precision, cfg.batch.micro_batch_size,
-                                             cfg.grad_checkpointing, env.world_size, strategy,
+                                             /*checkpointing every block: the estimate's lower bound; selective runs are estimated without*/
+                                             cfg.grad_checkpointing && cfg.grad_checkpointing_every == 1 &&
+                                                 cfg.grad_checkpointing_scope == "block",
+                                             env.world_size, strategy,
                                              cfg.parallel.shard_group_size);
   const std::string setup = cfg.precision + ", micro-batch " + std::to_string(cfg.batch.micro_batch_size) + ", " +
                             std::to_string(env.world_size) + " rank" + (env.world_size == 1 ? "" : "s") +

@@ -83,7 +83,8 @@ Run build(const TrainConfig& cfg_in) {
   at::ScalarType pdt = cfg.precision == "pure_bf16" ? at::kBFloat16 : at::kFloat;
   r.model->to(r.device, pdt);
   if (is_amp(cfg.precision)) r.model->set_compute_dtype(at::kBFloat16);
-  r.model->set_grad_checkpointing(cfg.grad_checkpointing);
+  r.model->set_grad_checkpointing(cfg.grad_checkpointing, cfg.grad_checkpointing_every,
+                                  cfg.grad_checkpointing_scope == "attention");
 
   const bool exclude = cfg.optim.wd_exclude_norms_biases_embeddings;
   std::vector<AdamW::Param> params;

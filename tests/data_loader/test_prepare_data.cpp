@@ -129,6 +129,7 @@ TEST(PrepareData, ByteIdenticalForThreadCountsAndExternalShuffle) {
                   &out),
               0)
         << out;
+    EXPECT_EQ(out.find('\r'), std::string::npos) << "a progress line although stderr is not a terminal";
   }
   EXPECT_EQ(files_of(dir + "/cli1"), files_of(dir + "/cli2"));
 }

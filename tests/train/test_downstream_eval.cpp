@@ -545,6 +545,7 @@ TEST(DownstreamEval, ShippedCoreSuiteListsDclmsTwentyTwoTasks) {
     ASSERT_TRUE(t.random_baseline.has_value()) << t.label;
     EXPECT_EQ(*t.random_baseline == 0, *t.type == openlm::icl::TaskType::LanguageModeling) << t.label;
     ASSERT_EQ(t.num_fewshot.size(), 1u);
+    EXPECT_EQ(t.has_categories, t.label == "jeopardy") << t.label;
   }
   EXPECT_EQ(labels.size(), 22u);
   for (const char* l : {"hellaswag_zeroshot", "winograd", "winogrande", "lambada_openai", "boolq", "squad", "coqa",
