@@ -27,7 +27,7 @@
 
 namespace {
 struct Args {
-  std::string source, tokens, data, logits_out;
+  std::string source, tokens, data, logits_out, weights;
   int64_t stride = 0, max_sequences = 0;
   bool json = false;
   // Downstream tasks.
@@ -189,6 +189,9 @@ openlm::cli::Registrar reg("eval", [](CLI::App& root) {
       "sequence is scored once; sequences longer than seq_len + 1 in windows of seq_len inputs (--stride). "
       "With --task/--suite: downstream accuracy on in-context-learning tasks (docs/EVALUATION.md)");
   sub->add_option("source", a->source, "run directory, checkpoint directory or model.safetensors")->required();
+  sub->add_option("--weights", a->weights,
+                  "a weight average the run kept (recipe averagers:, e.g. ema_0.999): RUN/model_<NAME>.safetensors; "
+                  "model = the trained weights");
   auto* tok = sub->add_option("--tokens", a->tokens,
                               "file of whitespace-separated token ids, one sequence (>= 2 ids) per line");
   auto* data = sub->add_option("--data", a->data,
@@ -253,6 +256,7 @@ openlm::cli::Registrar reg("eval", [](CLI::App& root) {
                   "T <= seq_len) to this safetensors file, key \"logits\"")
       ->needs(tok);
   sub->callback([a, baseline] {
+    a->source = openlm::weights_source(a->source, a->weights);
     if (!a->task.empty() || !a->suite.empty()) {
       openlm::cli::require_option(a->num_fewshot >= 0, "--num-fewshot",
                                   "must be >= 0 (got " + std::to_string(a->num_fewshot) + ")");

@@ -16,7 +16,7 @@ namespace {
 // Face directory has the recipe defaults). The values below are the recipe defaults (config.h),
 // shown by --help.
 struct Args {
-  std::string source, prompt, tokenizer;
+  std::string source, prompt, tokenizer, weights;
   openlm::GenerateConfig g;  // max_new_tokens 48, temperature 0.8, top_k 40, top_p 1.0
   uint64_t seed = 0;
   bool no_cache = false, json = false;
@@ -28,6 +28,9 @@ openlm::cli::Registrar reg("generate", [](CLI::App& root) {
                                   "Sample text from a trained model (run dir or checkpoint); options not given take the "
                                   "run's generate: recipe settings");
   sub->add_option("source", a->source, "run directory, checkpoint directory or model.safetensors")->required();
+  sub->add_option("--weights", a->weights,
+                  "a weight average the run kept (recipe averagers:, e.g. ema_0.999): RUN/model_<NAME>.safetensors; "
+                  "model = the trained weights");
   sub->add_option("--prompt", a->prompt, "prompt text (default: the run's generate.prompt)");
   sub->add_option("--tokenizer", a->tokenizer, "tokenizer.model or tokenizer.json (default: the run's)");
   sub->add_option("--max-new-tokens", a->g.max_new_tokens,
@@ -44,6 +47,7 @@ openlm::cli::Registrar reg("generate", [](CLI::App& root) {
                 "print one JSON object: prompt_ids (the encoded prompt), ids (the generated ids only) and text "
                 "(prompt + generation, decoded)");
   sub->callback([a, sub] {
+    a->source = openlm::weights_source(a->source, a->weights);
     // Option ranges first, before the model is loaded (NaN fails every comparison, hence the forms).
     namespace cli = openlm::cli;
     auto num = [](double v) {

@@ -13,11 +13,12 @@
 #include "openlm_cpp/core/recipe.h"
 #include "openlm_cpp/model/model_stats.h"
 #include "openlm_cpp/tokenizer/tokenizer.h"
+#include "openlm_cpp/train/inference.h"
 
 namespace {
 
 struct ExportArgs {
-  std::string source, out, format = "openlm", dtype = "fp32", max_shard = "5GB";
+  std::string source, out, format = "openlm", dtype = "fp32", max_shard = "5GB", weights;
 };
 
 struct ImportArgs {
@@ -40,11 +41,15 @@ openlm::cli::Registrar export_reg("export-hf", [](CLI::App& root) {
   sub->add_option("source", a->source, "run directory, checkpoint directory, import-hf output or HF directory")
       ->required();
   sub->add_option("out", a->out, "output directory")->required();
+  sub->add_option("--weights", a->weights,
+                  "a weight average the run kept (recipe averagers:, e.g. ema_0.999): RUN/model_<NAME>.safetensors; "
+                  "model = the trained weights");
   sub->add_option("--format", a->format, "openlm (apple/DCLM-7B layout) | llama (LlamaForCausalLM)")
       ->check(CLI::IsMember({"openlm", "llama"}));
   sub->add_option("--dtype", a->dtype, "weight dtype")->check(CLI::IsMember({"fp32", "bf16"}));
   sub->add_option("--max-shard-size", a->max_shard, "largest safetensors file (5GB, 500MB, 2GiB, bytes)");
   sub->callback([a] {
+    a->source = openlm::weights_source(a->source, a->weights);
     namespace ck = openlm::checkpoint;
     ck::ExportOptions o;
     o.format = openlm::hf::parse_format(a->format);

@@ -41,6 +41,24 @@ TrainConfig find_config(const stdfs::path& start) {
 
 }  // namespace
 
+std::string weights_source(const std::string& source, const std::string& weights) {
+  if (weights.empty() || weights == "model") return source;
+  const stdfs::path file = stdfs::path(source) / ("model_" + weights + ".safetensors");
+  if (stdfs::is_regular_file(file)) return file.string();
+  std::string have;
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(source, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("model_", 0) == 0 && e.path().extension() == ".safetensors")
+      have += (have.empty() ? "" : ", ") + n.substr(6, n.size() - 6 - 12);
+  }
+  throw ConfigError("--weights", "", 0,
+                    "'" + source + "' has no weight average '" + weights + "' (no " + file.string() + "; " +
+                        (have.empty() ? std::string("the run kept none: recipe key averagers")
+                                      : "it has: model, " + have) +
+                        ")");
+}
+
 ModelConfig model_config_of(const std::string& source) {
   if (!stdfs::exists(source)) throw ConfigError(source, "init_from", 0, "no such file or directory");
   if (checkpoint::is_hf_dir(source)) return hf::read_config(source).model;

@@ -18,6 +18,11 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;    ///< null when the run has none and none was given
 };
 
+/// `--weights NAME`: a run directory's weight average RUN/model_<NAME>.safetensors (recipe
+/// `averagers:`); "" or "model" is `source` itself. ConfigError naming the averages the run has
+/// when it has no such file.
+std::string weights_source(const std::string& source, const std::string& weights);
+
 /// The model a source describes without loading weights: a run or checkpoint directory's config
 /// (config.json or metadata.json, here or above), a weights file's neighbouring config, or a
 /// Hugging Face directory's config.json.

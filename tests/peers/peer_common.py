@@ -106,8 +106,8 @@ def tiny_corpus(binary, work, seq_len=64, vocab=512):
     openlm(binary, "tokenizer", "train", "--input", text, "--model-prefix", os.path.join(d, "sp"),
            "--vocab-size", vocab)
     tok = os.path.join(d, "sp.model")
-    openlm(binary, "data", "tokenize", "--input", text, "--tokenizer", tok, "--seq-len", seq_len,
-           "--output", os.path.join(d, "shards"))
+    openlm(binary, "prepare-data", "--input", text, "--tokenizer", tok, "--seq-len", seq_len,
+           "--output", os.path.join(d, "shards"), "--format", "native", "--seed", 0, "--no-pad")
     return os.path.join(d, "shards", "manifest.jsonl"), tok
 
 

@@ -192,6 +192,19 @@ TEST(WeightAverages, SurviveResumeBitExactlyAndAreEvaluable) {
     EXPECT_EQ(slurp(whole + "/" + f), slurp(split + "/" + f)) << f;
   }
   EXPECT_NE(slurp(whole + "/model.safetensors"), slurp(whole + "/model_ema_0.9.safetensors"));
+  // --weights NAME picks the average in eval, generate and export-hf.
+  const nlohmann::json by_name = eval_json(q(whole) + " --weights ema_0.9 --tokens " + q(fx().val_tokens));
+  const nlohmann::json by_file = eval_json(q(whole + "/model_ema_0.9.safetensors") + " --tokens " + q(fx().val_tokens));
+  EXPECT_EQ(by_name["loss"], by_file["loss"]);
+  EXPECT_NE(by_name["loss"], eval_json(q(whole) + " --tokens " + q(fx().val_tokens))["loss"]);
+  Result bad = sh(q(kBin) + " eval " + q(whole) + " --weights ema_0.5 --tokens " + q(fx().val_tokens));
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_TRUE(has(bad.out, "--weights") && has(bad.out, "ema_0.9") && has(bad.out, "poly_1")) << bad.out;
+  const std::string hf = temp_dir("avg_hf") + "/hf";
+  Result ex = sh(q(kBin) + " export-hf " + q(whole) + " " + q(hf) + " --weights poly_1");
+  ASSERT_EQ(ex.rc, 0) << ex.out;
+  EXPECT_EQ(eval_json(q(hf) + " --tokens " + q(fx().val_tokens))["loss"],
+            eval_json(q(whole) + " --weights poly_1 --tokens " + q(fx().val_tokens))["loss"]);
   // Sharded runs keep the averages on their shards: 2 ranks write the same files (within rounding).
   const std::string two = temp_dir("avg_two") + "/run";
   ASSERT_EQ(train(two, avg + " --set parallel.strategy=full_shard", 2).rc, 0);
