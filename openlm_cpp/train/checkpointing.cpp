@@ -315,10 +315,15 @@ void save_run_checkpoint(Run& r, int64_t step) {
     return sums;
   };
   if (r.cfg.checkpoint.async) {
-    // Snapshot this rank's slices to CPU memory (training goes on changing the live tensors),
-    // then write them in the background; a later poll commits once every rank has written.
-    for (auto& job : jobs)
-      for (auto& [n, t] : job.tensors) t = t.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
+    // Written in the background; a later poll commits once every rank has written. On CPU the
+    // writer reads the live tensors (no copy of the whole state on the training thread): the next
+    // step's forward and backward only read weights, moments and averages, and train_step waits
+    // for the writer (wait_for_live_save) before its optimizer update changes them. On CUDA the
+    // slices are first copied to host memory.
+    pending->live = !r.device.is_cuda();
+    if (!pending->live)
+      for (auto& job : jobs)
+        for (auto& [n, t] : job.tensors) t = t.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
     // The writer runs at the lowest CPU priority (nice 19, this thread only): on a busy CPU it
     // takes the cycles the compute threads leave, instead of competing with them for every step.
     pending->files = std::async(std::launch::async, [write](std::vector<FileJob> todo) {
@@ -342,6 +347,10 @@ void poll_pending_save(Run& r) {
 
 void finish_pending_save(Run& r) {
   if (r.pending) commit_pending(r);
+}
+
+void wait_for_live_save(Run& r) {
+  if (r.pending && r.pending->live) r.pending->files.wait();  // committed later by a poll
 }
 
 void resume_run(Run& r) {

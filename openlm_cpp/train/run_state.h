@@ -27,6 +27,7 @@ struct PendingSave {
   int64_t step = 0;
   nlohmann::json metadata;                    // rank 0: everything but the checksums
   std::future<nlohmann::json> files;          // this rank's {file: xxh64}
+  bool live = false;  // the writer reads the live state: it must finish before the next optimizer update
 };
 
 struct Run {
@@ -98,6 +99,9 @@ void save_run_checkpoint(Run& r, int64_t step);
 void poll_pending_save(Run& r);
 /// Collective: waits for and commits the pending save (rethrows its error).
 void finish_pending_save(Run& r);
+/// Before the state changes (the optimizer update): waits until a background writer that reads
+/// the live tensors has written them (no collective; the commit stays with the polls).
+void wait_for_live_save(Run& r);
 
 /// Collective. `resume:`: restores weights, optimizer, schedule position, data position and RNG
 /// from the chosen checkpoint, resharding from any saved world size and strategy.

@@ -90,6 +90,7 @@ StepStats train_step(Run& r, const MicroBatches& mbs, double lr) {
   s.loss = r.comm->all_reduce_scalar(loss_sum.item<double>());  // the shares of all ranks sum to 1
   s.z_loss = r.comm->all_reduce_scalar(z_sum.item<double>() * inv_accum) / W;
   if (!std::isfinite(s.loss)) return s;  // the caller stops before the update reaches the weights
+  wait_for_live_save(r);                 // an async checkpoint still reading the weights
   s.grad_norm = optimizer_step(r, lr);
   return s;
 }
