@@ -22,14 +22,12 @@
 #include "data_loader/data_tools.h"
 #include "data_loader/prepare_data.h"
 
+#include "bench/bench_args.h"
+
 namespace {
 namespace stdfs = std::filesystem;
 
-std::string arg(int argc, char** argv, const std::string& name, const std::string& dflt) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (name == argv[i]) return argv[i + 1];
-  return dflt;
-}
+using openlm::bench::arg;
 
 std::vector<std::string> documents(const std::string& text_path) {
   if (stdfs::exists(text_path)) {

@@ -22,14 +22,12 @@
 
 #include "openlm_cpp/tokenizer/tokenizer.h"
 
+#include "bench/bench_args.h"
+
 namespace {
 namespace stdfs = std::filesystem;
 
-std::string arg(int argc, char** argv, const std::string& name, const std::string& dflt) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (name == argv[i]) return argv[i + 1];
-  return dflt;
-}
+using openlm::bench::arg;
 
 std::string shell_quote(const std::string& s) {
   std::string out = "'";

@@ -24,6 +24,7 @@
 #include "openlm_cpp/parallel/comm.h"
 #include "openlm_cpp/train/downstream_eval.h"
 #include "openlm_cpp/train/inference.h"
+#include "openlm_cpp/train/validation.h"  // read_token_file
 
 namespace {
 struct Args {
@@ -151,35 +152,6 @@ void run_downstream(const Args& a) {
   }
 }
 
-/// The sequences of a token file, one per line; an empty line, a line of one token or a word that is
-/// not an integer is refused naming FILE:LINE.
-std::vector<std::vector<int64_t>> read_token_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) openlm::throw_errno("cannot open token file", path);
-  std::vector<std::vector<int64_t>> seqs;
-  std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
-    const std::string where = path + ":" + std::to_string(n);
-    std::istringstream ls(line);
-    std::vector<int64_t> s;
-    std::string w;
-    while (ls >> w) {
-      try {
-        std::size_t pos = 0;
-        s.push_back(std::stoll(w, &pos));
-        if (pos != w.size()) throw std::invalid_argument(w);
-      } catch (const std::exception&) {
-        throw openlm::DataError(where + ": '" + w + "' is not a token id");
-      }
-    }
-    if (s.size() < 2)
-      throw openlm::DataError(where + ": " + (s.empty() ? std::string("empty line") : "1 token") +
-                              "; every line must be a sequence of at least 2 token ids (the first is only context)");
-    seqs.push_back(std::move(s));
-  }
-  if (seqs.empty()) throw openlm::DataError(path + ": no token sequences");
-  return seqs;
-}
 
 openlm::cli::Registrar reg("eval", [](CLI::App& root) {
   auto a = std::make_shared<Args>();
@@ -277,7 +249,7 @@ openlm::cli::Registrar reg("eval", [](CLI::App& root) {
                                 "must be >= 0, 0 = all (got " + std::to_string(a->max_sequences) + ")");
     // Token files are read (and refused) before the model is loaded.
     std::vector<std::vector<int64_t>> seqs;
-    if (!a->tokens.empty()) seqs = read_token_file(a->tokens);
+    if (!a->tokens.empty()) seqs = openlm::read_token_file(a->tokens);
     openlm::data::Manifest manifest;
     if (!a->data.empty()) manifest = openlm::data::read_manifest(a->data);
     auto m = openlm::load_for_inference(a->source);

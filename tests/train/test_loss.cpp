@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "openlm_cpp/core/recipe.h"
 #include "openlm_cpp/model/transformer.h"
 #include "openlm_cpp/optim/adamw.h"
 #include "openlm_cpp/train/loss.h"
@@ -103,17 +104,7 @@ TEST(FusedHeadLoss, TiedModelGradientsEqualThePlainForward) {
 // same model runs, its loss falls, and stays near the fp32 curve.
 namespace {
 ModelConfig tiny_demo_model() {
-  ModelConfig c;
-  c.name = "tiny_demo";
-  c.dim = 128;
-  c.n_layers = 4;
-  c.n_heads = 4;
-  c.seq_len = 128;
-  c.vocab_size = 4096;
-  c.norm_type = "gain_only_lp_layer_norm";
-  c.qk_norm = true;
-  c.ffn_type = "swiglu_torch";
-  return c;
+  return load_train_recipe(std::string(OPENLM_SOURCE_DIR) + "/recipes/train/tiny_demo.yaml").model;
 }
 
 /// Per-step losses of `steps` AdamW steps (tiny_demo's optimizer settings) on fixed batches of a
