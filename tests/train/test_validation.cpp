@@ -266,3 +266,24 @@ TEST(RecipePaths, InitFromWithoutAModelTakesTheSourcesModel) {
   EXPECT_NE(r.rc, 0);
   EXPECT_TRUE(has(r.out, "model") && has(r.out, "init_from")) << r.out;
 }
+
+// The shipped fine-tuning recipe runs from any working directory: its instruction file resolves
+// beside the recipe, init_from (given with --set, relative to the working directory) brings the model.
+TEST(RecipePaths, ShippedSftRecipeRunsFromAnyDirectory) {
+  const std::string dir = temp_dir("sft_anywhere");
+  const std::string src = std::string(OPENLM_SOURCE_DIR);
+  Result r = sh("cd " + q(dir) + " && OMP_NUM_THREADS=1 " + q(kBin) + " train " + q(src + "/recipes/train/tiny_demo.yaml") +
+                    " --run-dir demo --max-steps 2 --set schedule.warmup=1 --set generate.max_new_tokens=0",
+                300);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const auto demo = nlohmann::json::parse(slurp(dir + "/demo/config.json"));
+  r = sh("cd " + q(dir) + " && OMP_NUM_THREADS=1 " + q(kBin) + " train " + q(src + "/recipes/train/sft_example.yaml") +
+             " --run-dir sft --max-steps 2 --set schedule.warmup=1 --set generate.max_new_tokens=0 --set init_from=demo" +
+             " --set tokenizer.path=" + q(demo["tokenizer"]["path"].get<std::string>()),
+         300);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const auto sft = nlohmann::json::parse(slurp(dir + "/sft/config.json"));
+  EXPECT_EQ(sft["data"]["instructions"], src + "/recipes/train/sft_example.jsonl");
+  EXPECT_EQ(sft["init_from"], dir + "/demo");
+  EXPECT_EQ(sft["model"], demo["model"]);
+}
