@@ -59,9 +59,8 @@ at::Tensor Rotary::apply(const at::Tensor& x, int64_t offset) const {
     auto halves = x.chunk(2, -1);
     return x * c + at::cat({-halves[1], halves[0]}, -1) * s;
   }
-  at::Tensor pos = at::arange(offset, offset + T, inv.options());
-  at::Tensor ang = at::outer(pos, inv);  // [T, hd/2] fp32
   if (type == "llama_rotary") {
+    at::Tensor ang = at::outer(at::arange(offset, offset + T, inv.options()), inv);  // [T, hd/2] fp32
     // Interleaved pairs (2i, 2i+1), computed in fp32 like OpenLM's complex multiply.
     at::Tensor xf = x.to(at::kFloat).view({x.size(0), T, H, head_dim / 2, 2});
     at::Tensor c = ang.cos().view({1, T, 1, head_dim / 2}), s = ang.sin().view({1, T, 1, head_dim / 2});
@@ -70,10 +69,22 @@ at::Tensor Rotary::apply(const at::Tensor& x, int64_t offset) const {
     return out.to(x.scalar_type());
   }
   // "rotary": GPT-NeoX halves over the full head_dim.
-  at::Tensor emb = at::cat({ang, ang}, -1).view({1, T, 1, head_dim});
-  at::Tensor c = emb.cos().to(x.scalar_type()), s = emb.sin().to(x.scalar_type());
+  const auto& [cos_t, sin_t] = tables(T, offset, x.device());
+  at::Tensor c = cos_t.to(x.scalar_type()), s = sin_t.to(x.scalar_type());
   auto halves = x.chunk(2, -1);
   return x * c + at::cat({-halves[1], halves[0]}, -1) * s;
+}
+
+const std::pair<at::Tensor, at::Tensor>& Rotary::tables(int64_t T, int64_t offset, const at::Device& device) const {
+  if (tables_T_ != T || tables_offset_ != offset || !tables_.first.defined() || tables_.first.device() != device) {
+    at::Tensor inv = inv_freq.to(device);
+    at::Tensor ang = at::outer(at::arange(offset, offset + T, inv.options()), inv);  // [T, hd/2] fp32
+    at::Tensor emb = at::cat({ang, ang}, -1).view({1, T, 1, head_dim});
+    tables_ = {emb.cos(), emb.sin()};
+    tables_T_ = T;
+    tables_offset_ = offset;
+  }
+  return tables_;
 }
 
 // ------------------------------------------------------------------------------------------

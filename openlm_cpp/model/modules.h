@@ -44,6 +44,14 @@ struct Rotary {
   std::string type;
   int64_t head_dim;
   at::Tensor inv_freq;  // [hd/2] fp32
+
+ private:
+  /// "rotary" cos/sin tables [1, T, 1, hd] (fp32) for the last (T, offset, device): q and k of every
+  /// layer's forward (and activation checkpointing's recomputation) reuse them instead of
+  /// recomputing arange/outer/cat/cos/sin per call.
+  const std::pair<at::Tensor, at::Tensor>& tables(int64_t T, int64_t offset, const at::Device& device) const;
+  mutable std::pair<at::Tensor, at::Tensor> tables_;
+  mutable int64_t tables_T_ = -1, tables_offset_ = -1;
 };
 
 struct AttentionImpl : torch::nn::Module {

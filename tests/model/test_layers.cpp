@@ -132,3 +132,4 @@ TEST(Attention, CompatSdpaEqualsSpelledOutCausalAttention) {
       EXPECT_TRUE(torch::allclose(a.grad(), b.grad(), 1e-4, 1e-5)) << "T=" << T << " " << (a.grad() - b.grad()).abs().max();
   }
 }
+
