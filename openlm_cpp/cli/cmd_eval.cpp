@@ -14,7 +14,6 @@
 #include <sstream>
 
 #include "data_loader/manifest.h"
-#include "data_loader/shard_reader.h"
 #include "openlm_cpp/checkpoint/tensor_file.h"
 #include "openlm_cpp/cli/command.h"
 #include "openlm_cpp/core/config.h"
@@ -161,9 +160,7 @@ openlm::cli::Registrar reg("eval", [](CLI::App& root) {
       "sequence is scored once; sequences longer than seq_len + 1 in windows of seq_len inputs (--stride). "
       "With --task/--suite: downstream accuracy on in-context-learning tasks (docs/EVALUATION.md)");
   sub->add_option("source", a->source, "run directory, checkpoint directory or model.safetensors")->required();
-  sub->add_option("--weights", a->weights,
-                  "a weight average the run kept (recipe averagers:, e.g. ema_0.999): RUN/model_<NAME>.safetensors; "
-                  "model = the trained weights");
+  openlm::cli::add_weights_option(sub, a->weights);
   auto* tok = sub->add_option("--tokens", a->tokens,
                               "file of whitespace-separated token ids, one sequence (>= 2 ids) per line");
   auto* data = sub->add_option("--data", a->data,
@@ -272,22 +269,10 @@ openlm::cli::Registrar reg("eval", [](CLI::App& root) {
       for (std::size_t i = 0; i < seqs.size(); ++i)
         openlm::score_sequence(*m.model, seqs[i], a->stride, r, a->tokens + ":" + std::to_string(i + 1));
     } else {
-      openlm::data::DecodeScratch scratch;
-      std::vector<int64_t> ids;
-      for (const auto& e : manifest.entries) {
-        if (a->max_sequences > 0 && r.sequences >= a->max_sequences) break;
-        auto reader = openlm::data::open_shard(e);
-        const int64_t n = reader->size();
-        if (n != e.num_sequences)
-          throw openlm::DataError("manifest '" + a->data + "' says shard '" + e.shard + "' has " +
-                                  std::to_string(e.num_sequences) + " sequences but " + e.path + " holds " +
-                                  std::to_string(n));
-        for (int64_t i = 0; i < n && !(a->max_sequences > 0 && r.sequences >= a->max_sequences); ++i) {
-          reader->read(i, ids, scratch);
-          openlm::score_sequence(*m.model, ids, a->stride, r, reader->describe(i));
-        }
-      }
-      if (r.sequences == 0) throw openlm::DataError("manifest '" + a->data + "' holds no sequences");
+      openlm::for_each_manifest_sequence(manifest, a->max_sequences,
+                                         [&](const std::vector<int64_t>& ids, const std::string& label) {
+                                           openlm::score_sequence(*m.model, ids, a->stride, r, label);
+                                         });
     }
     nlohmann::json j = {{"loss", r.loss},        {"tokens", r.tokens}, {"sequences", r.sequences},
                         {"windows", r.windows}, {"stride", a->stride > 0 ? a->stride : L}};

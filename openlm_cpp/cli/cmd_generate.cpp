@@ -28,9 +28,7 @@ openlm::cli::Registrar reg("generate", [](CLI::App& root) {
                                   "Sample text from a trained model (run dir or checkpoint); options not given take the "
                                   "run's generate: recipe settings");
   sub->add_option("source", a->source, "run directory, checkpoint directory or model.safetensors")->required();
-  sub->add_option("--weights", a->weights,
-                  "a weight average the run kept (recipe averagers:, e.g. ema_0.999): RUN/model_<NAME>.safetensors; "
-                  "model = the trained weights");
+  openlm::cli::add_weights_option(sub, a->weights);
   sub->add_option("--prompt", a->prompt, "prompt text (default: the run's generate.prompt)");
   sub->add_option("--tokenizer", a->tokenizer, "tokenizer.model or tokenizer.json (default: the run's)");
   sub->add_option("--max-new-tokens", a->g.max_new_tokens,

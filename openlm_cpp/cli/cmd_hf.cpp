@@ -41,9 +41,7 @@ openlm::cli::Registrar export_reg("export-hf", [](CLI::App& root) {
   sub->add_option("source", a->source, "run directory, checkpoint directory, import-hf output or HF directory")
       ->required();
   sub->add_option("out", a->out, "output directory")->required();
-  sub->add_option("--weights", a->weights,
-                  "a weight average the run kept (recipe averagers:, e.g. ema_0.999): RUN/model_<NAME>.safetensors; "
-                  "model = the trained weights");
+  openlm::cli::add_weights_option(sub, a->weights);
   sub->add_option("--format", a->format, "openlm (apple/DCLM-7B layout) | llama (LlamaForCausalLM)")
       ->check(CLI::IsMember({"openlm", "llama"}));
   sub->add_option("--dtype", a->dtype, "weight dtype")->check(CLI::IsMember({"fp32", "bf16"}));

@@ -17,6 +17,14 @@ inline void require_option(bool ok, const std::string& option, const std::string
   if (!ok) throw openlm::ConfigError(option, "", 0, what);
 }
 
+/// `--weights NAME` of the commands that load a run's weights (eval, generate, export-hf): the
+/// source is then resolved by openlm::weights_source (train/inference.h).
+inline void add_weights_option(CLI::App* sub, std::string& weights) {
+  sub->add_option("--weights", weights,
+                  "a weight average the run kept (recipe averagers:, e.g. ema_0.999): RUN/model_<NAME>.safetensors; "
+                  "model = the trained weights");
+}
+
 using Setup = std::function<void(CLI::App& root)>;
 
 std::map<std::string, Setup>& registry();

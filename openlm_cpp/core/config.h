@@ -118,6 +118,12 @@ struct ValSourceConfig {
   std::string path;  ///< manifest.jsonl, a token file (ids, one sequence per line) or "default_corpus:heldout"
 };
 
+/// The eval.val_data path that names the default corpus's held-out split, and the prefix every
+/// such default-corpus source has (any other value of that form is refused).
+inline constexpr const char* kDefaultCorpusPrefix = "default_corpus:";
+inline constexpr const char* kDefaultCorpusHeldout = "default_corpus:heldout";
+inline bool is_default_corpus_source(const std::string& path) { return path.rfind(kDefaultCorpusPrefix, 0) == 0; }
+
 /// Validation during training: every `every_steps` steps and once at the end, the mean next-token
 /// loss of each source's first `max_sequences` sequences (all ranks share the work; the result does
 /// not depend on world size or strategy and the training trajectory is untouched).

@@ -28,14 +28,19 @@ struct Origin {
       key.resize(dot);
     }
   }
-  /// "--set <k>" when the key, or a mapping or list above it, came from --set k=...; else the file.
-  std::string file_of(std::string key) const {
+  /// The key itself, or the mapping or list above it, that --set wrote ("" when the file did).
+  std::string cli_key(std::string key) const {
     for (;;) {
-      if (from_cli.count(key)) return std::string("--set ") + key;
+      if (from_cli.count(key)) return key;
       auto cut = key.find_last_of(".[");
-      if (cut == std::string::npos || cut == 0) return file;
+      if (cut == std::string::npos || cut == 0) return "";
       key.resize(cut);
     }
+  }
+  /// "--set <k>" when the key, or a mapping or list above it, came from --set k=...; else the file.
+  std::string file_of(const std::string& key) const {
+    const std::string k = cli_key(key);
+    return k.empty() ? file : "--set " + k;
   }
   /// Whether the recipe (or a --set) wrote this exact key, as opposed to a default.
   bool present(const std::string& key) const { return lines.count(key) > 0 || from_cli.count(key) > 0; }

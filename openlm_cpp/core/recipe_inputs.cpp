@@ -19,7 +19,7 @@ namespace {
 /// there), else against the recipe's folder. Absolute paths and "" are left alone.
 void resolve(std::string& p, const std::string& key, const Origin& o, const std::string& recipe_dir) {
   if (p.empty() || fs::path(p).is_absolute()) return;
-  const bool from_cli = o.file_of(key).rfind("--set ", 0) == 0;
+  const bool from_cli = !o.cli_key(key).empty();
   const fs::path base = from_cli || recipe_dir.empty() ? fs::current_path() : fs::absolute(recipe_dir);
   p = (base / p).lexically_normal().string();
 }
@@ -37,10 +37,12 @@ void resolve_recipe_paths(TrainConfig& c, const Origin& o, const std::string& re
   for (std::size_t i = 0; i < c.eval.val_data.size(); ++i) {
     auto& v = c.eval.val_data[i];
     const std::string key = "eval.val_data[" + std::to_string(i) + "]";
-    if (v.name.empty()) v.name = v.path.rfind("default_corpus:", 0) == 0 ? v.path.substr(15) : fs::path(v.path).stem().string();
+    const bool corpus = is_default_corpus_source(v.path);
+    if (v.name.empty())
+      v.name = corpus ? v.path.substr(std::string(kDefaultCorpusPrefix).size()) : fs::path(v.path).stem().string();
     if (!names.insert(v.name).second)
       o.fail(key + ".name", "duplicate source name '" + v.name + "' (metrics name each source; give every entry its own name)");
-    if (v.path.rfind("default_corpus:", 0) != 0) resolve(v.path, key + ".path", o, recipe_dir);
+    if (!corpus) resolve(v.path, key + ".path", o, recipe_dir);
   }
 }
 

@@ -126,7 +126,7 @@ void validate_train_fields(const TrainConfig& c, const Origin& o) {
   if (c.eval.max_sequences < 0) o.fail("eval.max_sequences", "must be >= 0 (0 = all)");
   for (std::size_t i = 0; i < c.eval.val_data.size(); ++i) {
     const auto& p = c.eval.val_data[i].path;
-    if (p.rfind("default_corpus:", 0) == 0 && p != "default_corpus:heldout")
+    if (is_default_corpus_source(p) && p != kDefaultCorpusHeldout)
       o.fail("eval.val_data[" + std::to_string(i) + "].path",
              "unknown default-corpus split '" + p + "' (the default corpus has default_corpus:heldout)");
   }

@@ -43,14 +43,14 @@ LocalLayout local_layout(Run& r) {
   LocalLayout L;
   const std::size_t A = r.averages ? r.averages->size() : 0;
   if (!r.sharded) {  // one process: every tensor whole
-    const auto& params = r.opt->params();
-    for (auto& [n, t] : r.model->named_parameters()) {
+    const auto named = r.model->named_parameters();
+    const auto slots = A > 0 ? optimizer_slots(r) : std::vector<std::size_t>();
+    for (std::size_t j = 0; j < named.size(); ++j) {
+      const auto& [n, t] = named[j];
       L.model.push_back({n, shape_of(t), 0, t.numel(), t.detach().view({-1})});
-      for (std::size_t i = 0; i < params.size() && A > 0; ++i)
-        if (params[i].value.is_same(t))
-          for (std::size_t k = 0; k < A; ++k)
-            L.averages.push_back({n + ".avg_" + r.averages->name(k), shape_of(t), 0, t.numel(),
-                                  r.averages->average(k, i).view({-1})});
+      for (std::size_t k = 0; k < A; ++k)
+        L.averages.push_back({n + ".avg_" + r.averages->name(k), shape_of(t), 0, t.numel(),
+                              r.averages->average(k, slots[j]).view({-1})});
     }
     for (auto& [n, t] : r.opt->state()) L.optim.push_back({n, shape_of(t), 0, t.numel(), t.view({-1})});
     return L;

@@ -146,7 +146,7 @@ TrainConfig resolve_inputs(TrainConfig cfg, std::string& heldout_manifest) {
   require_input(cfg.init_from, "init_from", cfg);
   for (std::size_t i = 0; i < cfg.eval.val_data.size(); ++i) {
     auto& v = cfg.eval.val_data[i];
-    if (v.path.rfind("default_corpus:", 0) == 0) continue;
+    if (is_default_corpus_source(v.path)) continue;
     absolute(v.path);
     require_input(v.path, "eval.val_data[" + std::to_string(i) + "].path", cfg);
   }

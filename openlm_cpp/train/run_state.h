@@ -87,6 +87,9 @@ StepStats train_step(Run& r, const MicroBatches& mbs, double lr);
 /// Collective when evaluation is due: validation of eval.val_data (train/validation.h) logged as
 /// {"kind": "eval", "step", "source", "loss", "ppl", "tokens", "sequences"} records.
 void run_validation(Run& r, int64_t step);
+/// One-process runs: for each of the model's named parameters (tied ones under both names), the
+/// index of its tensor among the optimizer's de-duplicated parameters (and so in the averages).
+std::vector<std::size_t> optimizer_slots(const Run& r);
 /// The averages' full weights (collective; rank 0 gets them), by averager name.
 std::vector<std::pair<std::string, NamedTensors>> full_averages(Run& r);
 

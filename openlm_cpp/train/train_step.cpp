@@ -108,6 +108,17 @@ void run_validation(Run& r, int64_t step) {
   }
 }
 
+std::vector<std::size_t> optimizer_slots(const Run& r) {
+  const auto& params = r.opt->params();
+  std::vector<std::size_t> slots;
+  for (auto& [n, t] : r.model->named_parameters()) {
+    std::size_t i = 0;
+    while (i < params.size() && !params[i].value.is_same(t)) ++i;
+    slots.push_back(i);  // every parameter is there: build() registered each unique tensor
+  }
+  return slots;
+}
+
 std::vector<std::pair<std::string, NamedTensors>> full_averages(Run& r) {
   std::vector<std::pair<std::string, NamedTensors>> out;
   if (!r.averages) return out;
@@ -117,10 +128,9 @@ std::vector<std::pair<std::string, NamedTensors>> full_averages(Run& r) {
       full = r.sharded->full_from_shards(r.averages->averages(k), "", /*keep=*/r.env.rank == 0);
     } else {
       // Whole parameters: the averages follow the optimizer's (de-duplicated) parameter order.
-      const auto& params = r.opt->params();
-      for (auto& [n, t] : r.model->named_parameters())
-        for (std::size_t i = 0; i < params.size(); ++i)
-          if (params[i].value.is_same(t)) full.emplace_back(n, r.averages->average(k, i));
+      const auto named = r.model->named_parameters();
+      const auto slots = optimizer_slots(r);
+      for (std::size_t j = 0; j < named.size(); ++j) full.emplace_back(named[j].first, r.averages->average(k, slots[j]));
     }
     out.emplace_back(r.averages->name(k), std::move(full));
   }

@@ -44,25 +44,32 @@ std::vector<std::vector<int64_t>> read_token_file(const std::string& path) {
   return seqs;
 }
 
-std::vector<std::vector<int64_t>> read_manifest_sequences(const std::string& manifest_path, int64_t max_sequences) {
-  const data::Manifest manifest = data::read_manifest(manifest_path);
-  std::vector<std::vector<int64_t>> out;
+int64_t for_each_manifest_sequence(const data::Manifest& manifest, int64_t max_sequences,
+                                   const std::function<void(const std::vector<int64_t>&, const std::string&)>& fn) {
   data::DecodeScratch scratch;
   std::vector<int64_t> ids;
-  auto full = [&] { return max_sequences > 0 && static_cast<int64_t>(out.size()) >= max_sequences; };
+  int64_t done = 0;
+  auto full = [&] { return max_sequences > 0 && done >= max_sequences; };
   for (const auto& e : manifest.entries) {
     if (full()) break;
     auto reader = data::open_shard(e);
     const int64_t n = reader->size();
     if (n != e.num_sequences)
-      throw DataError("manifest '" + manifest_path + "' says shard '" + e.shard + "' has " +
+      throw DataError("manifest '" + manifest.path + "' says shard '" + e.shard + "' has " +
                       std::to_string(e.num_sequences) + " sequences but " + e.path + " holds " + std::to_string(n));
-    for (int64_t i = 0; i < n && !full(); ++i) {
+    for (int64_t i = 0; i < n && !full(); ++i, ++done) {
       reader->read(i, ids, scratch);
-      out.push_back(ids);
+      fn(ids, reader->describe(i));
     }
   }
-  if (out.empty()) throw DataError("manifest '" + manifest_path + "' holds no sequences");
+  if (done == 0) throw DataError("manifest '" + manifest.path + "' holds no sequences");
+  return done;
+}
+
+std::vector<std::vector<int64_t>> read_manifest_sequences(const std::string& path, int64_t max_sequences) {
+  std::vector<std::vector<int64_t>> out;
+  for_each_manifest_sequence(data::read_manifest(path), max_sequences,
+                             [&](const std::vector<int64_t>& ids, const std::string&) { out.push_back(ids); });
   return out;
 }
 
@@ -72,7 +79,7 @@ Validator::Validator(const EvalConfig& cfg, const std::string& heldout_manifest,
   for (std::size_t k = 0; k < cfg.val_data.size(); ++k) {
     const auto& v = cfg.val_data[k];
     const std::string label = "eval.val_data[" + std::to_string(k) + "] '" + v.name + "'";
-    const bool heldout = v.path == "default_corpus:heldout";
+    const bool heldout = v.path == kDefaultCorpusHeldout;
     if (heldout && heldout_manifest.empty())
       throw ConfigError("eval.val_data[" + std::to_string(k) + "].path", "", 0,
                         "default_corpus:heldout needs data.default_corpus: true (the held-out split of the corpus the "

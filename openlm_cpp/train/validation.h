@@ -3,6 +3,7 @@
 /// fixed held-out sequences, computed the same way as `openlm eval` and identical for any world
 /// size and sharding strategy.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -14,14 +15,22 @@ class Transformer;
 namespace parallel {
 class Communicator;
 }
+namespace data {
+struct Manifest;
+}
 
 /// The sequences of a token file: whitespace-separated ids, one sequence (>= 2 ids) per line. An
 /// empty line, a single id or a word that is not an integer is a DataError naming FILE:LINE.
 std::vector<std::vector<int64_t>> read_token_file(const std::string& path);
 
-/// The first `max_sequences` (0 = all) sequences of a manifest's shards, in manifest order. A
-/// shard whose sequence count differs from the manifest's is a DataError naming both.
-std::vector<std::vector<int64_t>> read_manifest_sequences(const std::string& manifest, int64_t max_sequences = 0);
+/// Streams the first `max_sequences` (0 = all) sequences of a manifest's shards, in manifest
+/// order, to fn(ids, label) (label: the shard and member, for messages); returns how many. A
+/// shard whose sequence count differs from the manifest's, or a manifest without sequences, is a
+/// DataError naming it.
+int64_t for_each_manifest_sequence(const data::Manifest& manifest, int64_t max_sequences,
+                                   const std::function<void(const std::vector<int64_t>&, const std::string&)>& fn);
+/// The same, collected (manifest read from `path`).
+std::vector<std::vector<int64_t>> read_manifest_sequences(const std::string& path, int64_t max_sequences = 0);
 
 struct ValidationResult {
   std::string source;
