@@ -90,12 +90,19 @@ int main(int argc, char** argv) try {
                         {"precision", precision},
                         {"steps", steps},
                         {"threads", at::get_num_threads()},
+                        // Ours runs with the wait policy our executables choose (core/runtime/
+                        // omp_wait_policy.cpp); the reference runs with the environment it is given.
+                        {"omp_wait_policy", std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "default"},
                         {"flops_per_token", flops_per_token(c)}};
   // The reference first, in its own process, before this process allocates anything big.
   if (run_python) {
-    std::string cmd = fmt::format("{} {}/bench/py_train_reference.py dim={} layers={} heads={} seq={} vocab={} "
+    // The reference runs in the environment the user gave, as a user of OpenLM would run it: a
+    // wait policy our own executable chose is not passed on (set OMP_WAIT_POLICY to give both).
+    const bool ours_chose = std::getenv("OPENLM_SET_OMP_WAIT_POLICY") != nullptr;
+    out["pytorch_omp_wait_policy"] = ours_chose ? "default" : out["omp_wait_policy"];
+    std::string cmd = fmt::format("{}{} {}/bench/py_train_reference.py dim={} layers={} heads={} seq={} vocab={} "
                                   "batch={} steps={} warmup={} threads={} precision={}",
-                                  python, OPENLM_SOURCE_DIR, c.dim, c.n_layers, c.n_heads, c.seq_len, c.vocab_size,
+                                  ours_chose ? "env -u OMP_WAIT_POLICY " : "", python, OPENLM_SOURCE_DIR, c.dim, c.n_layers, c.n_heads, c.seq_len, c.vocab_size,
                                   B, steps, warm, at::get_num_threads(), precision);
     FILE* p = popen(cmd.c_str(), "r");
     std::string text;

@@ -1,6 +1,7 @@
 #include "openlm_cpp/train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 
 #include "data_loader/batch_source.h"
@@ -230,6 +232,11 @@ void start_logging(Run& r, const TrainOptions& opt) {
     log::info("model {}: {} params ({} non-embedding), {} steps x {} seqs x {} tokens, accumulation {}, {} on {}",
               cfg.model.name, counts.total, counts.non_embedding, r.total, cfg.batch.global_batch_size,
               cfg.model.seq_len, r.accum, cfg.precision, r.device.str());
+    if (r.device.is_cpu()) {
+      const char* policy = std::getenv("OMP_WAIT_POLICY");
+      log::info("cpu: {} intra-op threads, OpenMP wait policy {}{}", at::get_num_threads(), policy ? policy : "default",
+                std::getenv("OPENLM_SET_OMP_WAIT_POLICY") ? " (chosen by openlm: OpenBLAS keeps its own threads)" : "");
+    }
   }
   log_memory(r);
 }
