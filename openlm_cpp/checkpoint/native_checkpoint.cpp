@@ -96,9 +96,9 @@ void begin_checkpoint(const std::string& run_dir, int64_t step) {
 }
 
 std::string write_checkpoint_file(const std::string& run_dir, int64_t step, const std::string& file,
-                                  const NamedTensors& tensors, const Metadata& extra) {
+                                  const NamedTensors& tensors, const Metadata& extra, TensorGate* gate) {
   std::string p = (stdfs::path(partial_checkpoint_dir(run_dir, step)) / file).string();
-  return hex64(save_safetensors_hashed(p, tensors, extra));  // atomic + fsync'd
+  return hex64(save_safetensors_hashed(p, tensors, extra, gate));  // atomic + fsync'd
 }
 
 std::string commit_checkpoint(const std::string& run_dir, int64_t step, nlohmann::json meta,

@@ -36,7 +36,8 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
 std::string partial_checkpoint_dir(const std::string& run_dir, int64_t step);
 void begin_checkpoint(const std::string& run_dir, int64_t step);
 std::string write_checkpoint_file(const std::string& run_dir, int64_t step, const std::string& file,
-                                  const NamedTensors& tensors, const Metadata& extra = {});
+                                  const NamedTensors& tensors, const Metadata& extra = {},
+                                  TensorGate* gate = nullptr);
 /// `metadata["files"]` must map every file written to its checksum.
 std::string commit_checkpoint(const std::string& run_dir, int64_t step, nlohmann::json metadata,
                               int64_t keep_last, int64_t keep_every, const std::string& protect = "");

@@ -9,6 +9,7 @@
 /// private copy-on-write mapping kept alive by the tensors themselves.
 #include <ATen/core/Tensor.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -36,9 +37,21 @@ c10::ScalarType to_scalar_type(safetensors::DType d, const std::string& file, co
 /// Writes `tensors` to `path` atomically. Duplicate names, sparse or quantized tensors are errors.
 void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& extra = {});
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& extra = {});
+/// How a writer reads tensors that another thread may change after a hand-over (async checkpoints
+/// of live training state): `take(i)` returns what to read for entry i (the live tensor, or a copy
+/// the owner made), and `give_back(i)` ends the read. Entries are taken one at a time, in order.
+class TensorGate {
+ public:
+  virtual ~TensorGate() = default;
+  virtual at::Tensor take(std::size_t i) = 0;
+  virtual void give_back(std::size_t i) = 0;
+};
+
 /// save_safetensors that also returns the xxh64 (seed 0) of the file's bytes, hashed while
-/// writing, so checkpoints get their checksums without reading the file back from disk.
-uint64_t save_safetensors_hashed(const std::string& path, const NamedTensors& tensors, const Metadata& extra = {});
+/// writing, so checkpoints get their checksums without reading the file back from disk. With a
+/// `gate`, each tensor's bytes are read through it (shapes and dtypes come from `tensors`).
+uint64_t save_safetensors_hashed(const std::string& path, const NamedTensors& tensors, const Metadata& extra = {},
+                                 TensorGate* gate = nullptr);
 
 /// An open, memory-mapped, validated safetensors file. Cheap to query; tensors are materialized on
 /// request. The mapping lives as long as this object or any zero-copy tensor taken from it.

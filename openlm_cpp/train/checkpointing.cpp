@@ -5,6 +5,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <mutex>
 
 #include "openlm_cpp/checkpoint/atomic_file.h"
+#include "openlm_cpp/checkpoint/live_handoff.h"
 #include "openlm_cpp/checkpoint/native_checkpoint.h"
 #include "openlm_cpp/checkpoint/state_shards.h"
 #include "openlm_cpp/core/error.h"
@@ -141,10 +143,7 @@ void restore_rng(const Run& r, const std::string& dir, const nlohmann::json& met
   }
 }
 
-struct FileJob {
-  std::string name;
-  checkpoint::NamedTensors tensors;
-};
+using FileJob = checkpoint::FileTensors;
 
 /// The first of `candidates` (as rank 0 lists them) whose checksums verify; the ranks share the
 /// hashing, each reading a share of the files. "" when none does. With `must_verify` (an explicit
@@ -214,6 +213,7 @@ void commit_pending(Run& r) {
   } catch (const std::exception& e) {
     report = {{"error", e.what()}};
   }
+  if (p->live) r.handoff_spare = p->live->take_copies();  // the writer is done with them
   const std::string context = "checkpoint step " + std::to_string(p->step) + " not saved (earlier checkpoints are kept)";
   nlohmann::json files = nlohmann::json::object();
   std::string error;
@@ -315,21 +315,39 @@ void save_run_checkpoint(Run& r, int64_t step) {
     return sums;
   };
   if (r.cfg.checkpoint.async) {
-    // Written in the background; a later poll commits once every rank has written. On CPU the
-    // writer reads the live tensors (no copy of the whole state on the training thread): the next
-    // step's forward and backward only read weights, moments and averages, and train_step waits
-    // for the writer (wait_for_live_save) before its optimizer update changes them. On CUDA the
-    // slices are first copied to host memory.
-    pending->live = !r.device.is_cuda();
-    if (!pending->live)
+    // Written in the background at the lowest CPU priority (nice 19, the writer thread only): on a
+    // busy CPU it takes the cycles the compute threads leave instead of competing for every step.
+    // A later poll commits once every rank has written. On CPU the writer reads the live tensors
+    // (no copy of the whole state on the training thread): the next step's forward and backward
+    // only read weights, moments and averages, and train_step hands the state over
+    // (wait_for_live_save: copies what is not written yet) before its optimizer update. On CUDA
+    // the slices are first copied to host memory.
+    auto low_priority = [] {
+      sched_param sp{};
+      if (::sched_setscheduler(0, SCHED_IDLE, &sp) != 0)
+        (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 19);
+    };
+    if (r.device.is_cuda()) {
       for (auto& job : jobs)
         for (auto& [n, t] : job.tensors) t = t.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
-    // The writer runs at the lowest CPU priority (nice 19, this thread only): on a busy CPU it
-    // takes the cycles the compute threads leave, instead of competing with them for every step.
-    pending->files = std::async(std::launch::async, [write](std::vector<FileJob> todo) {
-      (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 19);
-      return write(std::move(todo));
-    }, std::move(jobs));
+      pending->files = std::async(std::launch::async, [write, low_priority](std::vector<FileJob> todo) {
+        low_priority();
+        return write(std::move(todo));
+      }, std::move(jobs));
+    } else {
+      pending->live = std::make_shared<checkpoint::LiveHandOff>(std::move(jobs), std::move(r.handoff_spare));
+      r.handoff_spare.clear();
+      pending->files = std::async(std::launch::async, [run_dir = r.cfg.run_dir, step, low_priority,
+                                                       live = pending->live] {
+        low_priority();
+        nlohmann::json sums = nlohmann::json::object();
+        for (std::size_t f = 0; f < live->files().size(); ++f) {
+          const FileJob& job = live->files()[f];
+          sums[job.name] = checkpoint::write_checkpoint_file(run_dir, step, job.name, job.tensors, {}, &live->gate(f));
+        }
+        return sums;
+      });
+    }
     r.pending = std::move(pending);
   } else {
     pending->files = std::async(std::launch::deferred, write, std::move(jobs));
@@ -349,8 +367,10 @@ void finish_pending_save(Run& r) {
   if (r.pending) commit_pending(r);
 }
 
-void wait_for_live_save(Run& r) {
-  if (r.pending && r.pending->live) r.pending->files.wait();  // committed later by a poll
+int64_t wait_for_live_save(Run& r) {
+  if (!r.pending || !r.pending->live) return 0;
+  if (r.pending->files.wait_for(std::chrono::seconds(0)) == std::future_status::ready) return 0;  // written
+  return r.pending->live->release();  // committed later by a poll
 }
 
 void resume_run(Run& r) {

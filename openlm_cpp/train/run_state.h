@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "data_loader/batch_source.h"
 #include "openlm_cpp/core/config.h"
@@ -22,12 +23,18 @@
 
 namespace openlm {
 
+namespace checkpoint {
+class LiveHandOff;  // checkpoint/live_handoff.h
+}
+
 /// A checkpoint whose files are being written in the background (checkpoint.async).
 struct PendingSave {
   int64_t step = 0;
   nlohmann::json metadata;                    // rank 0: everything but the checksums
   std::future<nlohmann::json> files;          // this rank's {file: xxh64}
-  bool live = false;  // the writer reads the live state: it must finish before the next optimizer update
+  // On CPU the writer reads the live state: before the next optimizer update it is handed over
+  // (what is not read yet is copied). Null when the writer reads copies from the start (CUDA).
+  std::shared_ptr<checkpoint::LiveHandOff> live;
 };
 
 struct Run {
@@ -46,6 +53,9 @@ struct Run {
   int64_t tokens_seen = 0;
   int64_t state_bytes = 0;  // this rank's parameters + gradients + optimizer state
   std::unique_ptr<PendingSave> pending;  // checkpoint.async: the write in flight
+  // checkpoint.async on CPU: the copies the last hand-over made, reused by the next one (at most
+  // one copy of this rank's checkpointed state stays allocated between checkpoints).
+  std::vector<std::vector<at::Tensor>> handoff_spare;
   std::string resumed_from;  // the checkpoint `resume:` loaded; retention never deletes it
   std::unique_ptr<Validator> validator;      // eval.val_data (null without)
   std::unique_ptr<WeightAverages> averages;  // averagers (null without)
@@ -96,15 +106,17 @@ std::vector<std::pair<std::string, NamedTensors>> full_averages(Run& r);
 /// Collective. Writes checkpoint `step`: every rank that holds a distinct shard writes its slices
 /// of the weights and optimizer state (no gather), rank 0 adds metadata.json and the RNG states of
 /// every rank, and commits. With checkpoint.async the files are written by a background thread
-/// from a CPU snapshot and committed by a later poll_pending_save/finish_pending_save.
+/// (on CPU from the live state, see wait_for_live_save; on CUDA from host copies) and committed by
+/// a later poll_pending_save/finish_pending_save.
 void save_run_checkpoint(Run& r, int64_t step);
 /// Collective, once per step while a save is pending: commits it when every rank has written.
 void poll_pending_save(Run& r);
 /// Collective: waits for and commits the pending save (rethrows its error).
 void finish_pending_save(Run& r);
-/// Before the state changes (the optimizer update): waits until a background writer that reads
-/// the live tensors has written them (no collective; the commit stays with the polls).
-void wait_for_live_save(Run& r);
+/// Before the state changes (the optimizer update): a background writer that reads the live
+/// tensors stops depending on them. Tensors it has not begun are copied for it, the one it is
+/// reading is waited for (no collective; the commit stays with the polls). Returns the bytes copied.
+int64_t wait_for_live_save(Run& r);
 
 /// Collective. `resume:`: restores weights, optimizer, schedule position, data position and RNG
 /// from the chosen checkpoint, resharding from any saved world size and strategy.

@@ -1,0 +1,115 @@
+// Async checkpoints on CPU write the live state through a LiveHandOff (checkpoint/live_handoff.h):
+// once the owner has called release(), changing the live tensors must not change what is written.
+#include "openlm_cpp/checkpoint/live_handoff.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <future>
+#include <string>
+#include <thread>
+
+#include "../common/test_util.h"
+
+using namespace openlm::checkpoint;
+
+namespace {
+
+/// Passes reads on to a file's gate, and stops the writer before it takes entry `pause_at` until
+/// the test lets it go on.
+struct PausingGate : TensorGate {
+  PausingGate(TensorGate& g, std::size_t at) : inner(g), pause_at(at) {}
+  at::Tensor take(std::size_t i) override {
+    if (i == pause_at) {
+      paused.set_value();
+      go.get_future().wait();
+    }
+    return inner.take(i);
+  }
+  void give_back(std::size_t i) override { inner.give_back(i); }
+  TensorGate& inner;
+  std::size_t pause_at;
+  std::promise<void> paused, go;
+};
+
+struct State {
+  at::Tensor flat = at::arange(0, 3000, at::kFloat);  // views of one storage, as the trainer's slices
+  NamedTensors tensors() const {
+    return {{"a", flat.narrow(0, 0, 1000)}, {"b", flat.narrow(0, 1000, 1500).view({30, 50})},
+            {"c", flat.narrow(0, 2500, 500)}};
+  }
+};
+
+}  // namespace
+
+TEST(LiveHandOff, WhatIsWrittenIsTheStateAtReleaseEvenIfItChangesAfterwards) {
+  const std::string dir = openlm::test_util::fresh_dir("handoff", "release");
+  State s;
+  const at::Tensor before = s.flat.clone();
+  LiveHandOff h({{"f.safetensors", s.tensors()}});
+  PausingGate gate(h.gate(0), 1);  // the writer has written "a" and not begun "b"
+  auto paused = gate.paused.get_future();
+  std::thread writer([&] { save_safetensors_hashed(dir + "/f.safetensors", h.files()[0].tensors, {}, &gate); });
+  paused.wait();
+  const int64_t copied = h.release();
+  EXPECT_EQ(copied, (1500 + 500) * 4) << "the entries not yet begun are copied, the written one is not";
+  s.flat.fill_(-1.0f);  // the optimizer update
+  gate.go.set_value();
+  writer.join();
+  auto back = load_safetensors(dir + "/f.safetensors");
+  EXPECT_TRUE(at::equal(back.at("a"), before.narrow(0, 0, 1000)));
+  EXPECT_TRUE(at::equal(back.at("b"), before.narrow(0, 1000, 1500).view({30, 50})));
+  EXPECT_TRUE(at::equal(back.at("c"), before.narrow(0, 2500, 500)));
+  EXPECT_EQ(h.release(), 0) << "a second release copies nothing";
+
+  // The next hand-over copies into the same buffers (no fresh allocation to fault in).
+  LiveHandOff::Copies spare = h.take_copies();
+  ASSERT_EQ(spare.size(), 1u);
+  ASSERT_TRUE(spare[0][1].defined() && spare[0][2].defined());
+  EXPECT_FALSE(spare[0][0].defined()) << "entry a was read live, never copied";
+  const void* b_buffer = spare[0][1].data_ptr();
+  s.flat.copy_(before);
+  LiveHandOff next({{"f2.safetensors", s.tensors()}}, std::move(spare));
+  EXPECT_EQ(next.release(), 3000 * 4);
+  s.flat.fill_(-2.0f);
+  const std::string dir2 = openlm::test_util::fresh_dir("handoff", "spare");
+  save_safetensors_hashed(dir2 + "/f2.safetensors", next.files()[0].tensors, {}, &next.gate(0));
+  auto again = load_safetensors(dir2 + "/f2.safetensors");
+  EXPECT_TRUE(at::equal(again.at("b"), before.narrow(0, 1000, 1500).view({30, 50})));
+  EXPECT_TRUE(at::equal(again.at("a"), before.narrow(0, 0, 1000)));
+  EXPECT_EQ(next.take_copies()[0][1].data_ptr(), b_buffer) << "the spare buffer was not reused";
+}
+
+TEST(LiveHandOff, ReleaseWaitsForTheTensorBeingReadAndCopiesNothingOnceAllIsRead) {
+  const std::string dir = openlm::test_util::fresh_dir("handoff", "reading");
+  State s;
+  const at::Tensor before = s.flat.clone();
+  LiveHandOff h({{"g.safetensors", s.tensors()}});
+  // A gate that holds entry "c" (the last) while the test calls release() from another thread.
+  struct Holding : TensorGate {
+    explicit Holding(TensorGate& g) : inner(g) {}
+    at::Tensor take(std::size_t i) override {
+      at::Tensor t = inner.take(i);
+      if (i == 2) {
+        reading.set_value();
+        go.get_future().wait();
+      }
+      return t;
+    }
+    void give_back(std::size_t i) override { inner.give_back(i); }
+    TensorGate& inner;
+    std::promise<void> reading, go;
+  } gate(h.gate(0));
+  auto reading = gate.reading.get_future();
+  std::thread writer([&] { save_safetensors_hashed(dir + "/g.safetensors", h.files()[0].tensors, {}, &gate); });
+  reading.wait();
+  auto released = std::async(std::launch::async, [&] { return h.release(); });
+  EXPECT_EQ(released.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout)
+      << "release() returned while the writer was still reading a live tensor";
+  gate.go.set_value();
+  EXPECT_EQ(released.get(), 0) << "every entry was begun: nothing to copy";
+  writer.join();
+  s.flat.fill_(-1.0f);
+  auto back = load_safetensors(dir + "/g.safetensors");
+  EXPECT_TRUE(at::equal(back.at("c"), before.narrow(0, 2500, 500)));
+}
