@@ -19,6 +19,18 @@ inline std::string fresh_dir(const std::string& prefix, const std::string& name)
   return d.string();
 }
 
+/// Runs `cmd` through the shell; returns its stdout and stores its exit status (pclose's) in `rc`.
+inline std::string run_command(const std::string& cmd, int& rc) {
+  FILE* p = ::popen(cmd.c_str(), "r");
+  EXPECT_NE(p, nullptr) << cmd;
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while (p && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  rc = p ? ::pclose(p) : -1;
+  return out;
+}
+
 /// Writes `script` to <dir>/<file> and runs it with Debian's /usr/bin/python3 (which has torch), or
 /// with $OPENLM_REFERENCE_PYTHON when set (the peer tests run the same scripts on the project's
 /// .venv torch 2.x: tests/peers); returns stdout+stderr and fails the test on a non-zero exit.
@@ -28,14 +40,8 @@ inline std::string run_python(const std::string& dir, const std::string& script,
   std::ofstream(py) << script;
   const char* env = std::getenv("OPENLM_REFERENCE_PYTHON");
   const std::string python = env && *env ? env : "/usr/bin/python3";
-  const std::string cmd = python + " " + py + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  EXPECT_NE(p, nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while (p && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int rc = p ? ::pclose(p) : -1;
+  int rc = 0;
+  const std::string out = run_command(python + " " + py + " " + args + " 2>&1", rc);
   EXPECT_EQ(rc, 0) << "python failed:\n" << out;
   return out;
 }

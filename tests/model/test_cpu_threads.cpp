@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <string>
 
+#include "../common/test_util.h"
+
 namespace {
 
 bool pthreads_openblas() {
@@ -27,13 +29,9 @@ std::string probe(const std::string& extra) {
   const std::string cmd =
       "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u OPENLM_SET_OMP_WAIT_POLICY -u OPENLM_KEEP_OMP_WAIT_POLICY "
       "OMP_DISPLAY_ENV=VERBOSE " + extra + " " + self + " --gtest_filter=CpuThreads.Probe 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  EXPECT_NE(p, nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while (p && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  EXPECT_EQ(p ? ::pclose(p) : -1, 0) << out;
+  int rc = 0;
+  const std::string out = openlm::test_util::run_command(cmd, rc);
+  EXPECT_EQ(rc, 0) << out;
   return out;
 }
 
