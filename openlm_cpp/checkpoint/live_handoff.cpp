@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <utility>
+
 namespace openlm::checkpoint {
 
 class LiveHandOff::Gate : public TensorGate {
@@ -53,8 +55,7 @@ int64_t LiveHandOff::release() {
       if (!taken_[f][i]) {
         const at::Tensor& t = files_[f].tensors[i].second;
         at::Tensor target = f < spare_.size() && i < spare_[f].size() ? spare_[f][i] : at::Tensor();
-        if (target.defined() && target.sizes() == t.sizes() && target.scalar_type() == t.scalar_type() &&
-            target.device() == t.device())
+        if (target.defined() && target.sizes() == t.sizes() && target.scalar_type() == t.scalar_type())
           copies_[f][i] = target.copy_(t);
         else
           copies_[f][i] = t.clone(at::MemoryFormat::Contiguous);
@@ -67,11 +68,7 @@ int64_t LiveHandOff::release() {
 
 LiveHandOff::Copies LiveHandOff::take_copies() {
   std::lock_guard<std::mutex> lk(m_);
-  Copies out = std::move(copies_);
-  if (out.empty()) out = std::move(spare_);  // never released: the spares are still unused
-  copies_.clear();
-  spare_.clear();
-  return out;
+  return std::exchange(released_ ? copies_ : spare_, {});  // never released: the spares are unused
 }
 
 }  // namespace openlm::checkpoint

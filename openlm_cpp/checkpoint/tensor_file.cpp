@@ -104,7 +104,7 @@ at::Tensor host_contiguous(const at::Tensor& t) {
   return c.contiguous();
 }
 
-constexpr uint64_t kGatedPiece = uint64_t{1} << 20;
+constexpr uint64_t kPiece = uint64_t{1} << 20;
 
 /// Writes the file; returns the xxh64 of its bytes, hashed as they are written (no read-back).
 uint64_t write_one(const std::string& path, const NamedTensors& tensors, const Metadata& extra,
@@ -120,27 +120,22 @@ uint64_t write_one(const std::string& path, const NamedTensors& tensors, const M
   XXH64_update(hash.get(), plan.prefix.data(), plan.prefix.size());
   for (size_t i : plan.order) {
     if (desc[i].nbytes == 0) continue;
-    if (!gate) {
-      at::Tensor c = host_contiguous(tensors[i].second);
-      f.write(c.data_ptr(), desc[i].nbytes);
-      XXH64_update(hash.get(), c.data_ptr(), desc[i].nbytes);
-      continue;
-    }
-    at::Tensor c = host_contiguous(gate->take(i));
-    try {
-      // In 1 MiB pieces, each hashed right after it is written (still in cache): a background
-      // writer returns to user space often, where the scheduler can hand its core to training.
-      const char* b = static_cast<const char*>(c.data_ptr());
-      for (uint64_t off = 0; off < desc[i].nbytes; off += kGatedPiece) {
-        const uint64_t n = std::min<uint64_t>(kGatedPiece, desc[i].nbytes - off);
-        f.write(b + off, n);
-        XXH64_update(hash.get(), b + off, n);
+    at::Tensor c = host_contiguous(gate ? gate->take(i) : tensors[i].second);
+    struct GiveBack {  // ends a gated read however the write ends
+      TensorGate* g;
+      size_t i;
+      ~GiveBack() {
+        if (g) g->give_back(i);
       }
-    } catch (...) {
-      gate->give_back(i);
-      throw;
+    } give_back{gate, i};
+    // In 1 MiB pieces, each hashed right after it is written (still in cache); a background writer
+    // also returns to user space often, where the scheduler can hand its core to training.
+    const char* b = static_cast<const char*>(c.data_ptr());
+    for (uint64_t off = 0; off < desc[i].nbytes; off += kPiece) {
+      const uint64_t n = std::min<uint64_t>(kPiece, desc[i].nbytes - off);
+      f.write(b + off, n);
+      XXH64_update(hash.get(), b + off, n);
     }
-    gate->give_back(i);
   }
   if (f.size() != plan.file_size())
     throw IoError("'" + path + "': wrote " + std::to_string(f.size()) + " bytes, expected " +

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <utility>
 
 #include "openlm_cpp/checkpoint/atomic_file.h"
 #include "openlm_cpp/checkpoint/live_handoff.h"
@@ -309,15 +310,18 @@ void save_run_checkpoint(Run& r, int64_t step) {
                          {"shards", shards},
                          {"config", to_json(r.cfg)}};
   }
-  auto write = [run_dir = r.cfg.run_dir, step](std::vector<FileJob> todo) {
+  // Writes the files of `todo`, reading the tensors through `live`'s gates when given.
+  auto write = [run_dir = r.cfg.run_dir, step](const std::vector<FileJob>& todo, checkpoint::LiveHandOff* live) {
     nlohmann::json sums = nlohmann::json::object();
-    for (auto& job : todo) sums[job.name] = checkpoint::write_checkpoint_file(run_dir, step, job.name, job.tensors);
+    for (std::size_t f = 0; f < todo.size(); ++f)
+      sums[todo[f].name] = checkpoint::write_checkpoint_file(run_dir, step, todo[f].name, todo[f].tensors, {},
+                                                             live ? &live->gate(f) : nullptr);
     return sums;
   };
   if (r.cfg.checkpoint.async) {
-    // Written in the background at the lowest CPU priority (nice 19, the writer thread only): on a
-    // busy CPU it takes the cycles the compute threads leave instead of competing for every step.
-    // A later poll commits once every rank has written. On CPU the writer reads the live tensors
+    // Written in the background at the lowest CPU priority (SCHED_IDLE, else nice 19; the writer
+    // thread only): on a busy CPU it takes the cycles the compute threads leave instead of
+    // competing for every step. A later poll commits once every rank has written. On CPU the writer reads the live tensors
     // (no copy of the whole state on the training thread): the next step's forward and backward
     // only read weights, moments and averages, and train_step hands the state over
     // (wait_for_live_save: copies what is not written yet) before its optimizer update. On CUDA
@@ -332,25 +336,18 @@ void save_run_checkpoint(Run& r, int64_t step) {
         for (auto& [n, t] : job.tensors) t = t.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
       pending->files = std::async(std::launch::async, [write, low_priority](std::vector<FileJob> todo) {
         low_priority();
-        return write(std::move(todo));
+        return write(todo, nullptr);
       }, std::move(jobs));
     } else {
-      pending->live = std::make_shared<checkpoint::LiveHandOff>(std::move(jobs), std::move(r.handoff_spare));
-      r.handoff_spare.clear();
-      pending->files = std::async(std::launch::async, [run_dir = r.cfg.run_dir, step, low_priority,
-                                                       live = pending->live] {
+      pending->live = std::make_shared<checkpoint::LiveHandOff>(std::move(jobs), std::exchange(r.handoff_spare, {}));
+      pending->files = std::async(std::launch::async, [write, low_priority, live = pending->live] {
         low_priority();
-        nlohmann::json sums = nlohmann::json::object();
-        for (std::size_t f = 0; f < live->files().size(); ++f) {
-          const FileJob& job = live->files()[f];
-          sums[job.name] = checkpoint::write_checkpoint_file(run_dir, step, job.name, job.tensors, {}, &live->gate(f));
-        }
-        return sums;
+        return write(live->files(), live.get());
       });
     }
     r.pending = std::move(pending);
   } else {
-    pending->files = std::async(std::launch::deferred, write, std::move(jobs));
+    pending->files = std::async(std::launch::deferred, [write, todo = std::move(jobs)] { return write(todo, nullptr); });
     r.pending = std::move(pending);
     finish_pending_save(r);
   }
@@ -367,10 +364,10 @@ void finish_pending_save(Run& r) {
   if (r.pending) commit_pending(r);
 }
 
-int64_t wait_for_live_save(Run& r) {
-  if (!r.pending || !r.pending->live) return 0;
-  if (r.pending->files.wait_for(std::chrono::seconds(0)) == std::future_status::ready) return 0;  // written
-  return r.pending->live->release();  // committed later by a poll
+void wait_for_live_save(Run& r) {
+  if (!r.pending || !r.pending->live) return;
+  if (r.pending->files.wait_for(std::chrono::seconds(0)) == std::future_status::ready) return;  // written
+  r.pending->live->release();  // committed later by a poll
 }
 
 void resume_run(Run& r) {

@@ -115,8 +115,8 @@ void poll_pending_save(Run& r);
 void finish_pending_save(Run& r);
 /// Before the state changes (the optimizer update): a background writer that reads the live
 /// tensors stops depending on them. Tensors it has not begun are copied for it, the one it is
-/// reading is waited for (no collective; the commit stays with the polls). Returns the bytes copied.
-int64_t wait_for_live_save(Run& r);
+/// reading is waited for (no collective; the commit stays with the polls).
+void wait_for_live_save(Run& r);
 
 /// Collective. `resume:`: restores weights, optimizer, schedule position, data position and RNG
 /// from the chosen checkpoint, resharding from any saved world size and strategy.

@@ -15,20 +15,24 @@ using namespace openlm::checkpoint;
 
 namespace {
 
-/// Passes reads on to a file's gate, and stops the writer before it takes entry `pause_at` until
-/// the test lets it go on.
+/// Passes reads on to a file's gate and stops the writer at entry `at` until the test lets it go
+/// on: before it takes the entry (`after_take` false) or while it holds it (true).
 struct PausingGate : TensorGate {
-  PausingGate(TensorGate& g, std::size_t at) : inner(g), pause_at(at) {}
+  PausingGate(TensorGate& g, std::size_t i, bool after) : inner(g), at(i), after_take(after) {}
   at::Tensor take(std::size_t i) override {
-    if (i == pause_at) {
-      paused.set_value();
-      go.get_future().wait();
-    }
-    return inner.take(i);
+    if (i == at && !after_take) pause();
+    at::Tensor t = inner.take(i);
+    if (i == at && after_take) pause();
+    return t;
   }
   void give_back(std::size_t i) override { inner.give_back(i); }
+  void pause() {
+    paused.set_value();
+    go.get_future().wait();
+  }
   TensorGate& inner;
-  std::size_t pause_at;
+  std::size_t at;
+  bool after_take;
   std::promise<void> paused, go;
 };
 
@@ -47,7 +51,7 @@ TEST(LiveHandOff, WhatIsWrittenIsTheStateAtReleaseEvenIfItChangesAfterwards) {
   State s;
   const at::Tensor before = s.flat.clone();
   LiveHandOff h({{"f.safetensors", s.tensors()}});
-  PausingGate gate(h.gate(0), 1);  // the writer has written "a" and not begun "b"
+  PausingGate gate(h.gate(0), 1, /*after_take=*/false);  // "a" written, "b" not begun
   auto paused = gate.paused.get_future();
   std::thread writer([&] { save_safetensors_hashed(dir + "/f.safetensors", h.files()[0].tensors, {}, &gate); });
   paused.wait();
@@ -85,22 +89,8 @@ TEST(LiveHandOff, ReleaseWaitsForTheTensorBeingReadAndCopiesNothingOnceAllIsRead
   State s;
   const at::Tensor before = s.flat.clone();
   LiveHandOff h({{"g.safetensors", s.tensors()}});
-  // A gate that holds entry "c" (the last) while the test calls release() from another thread.
-  struct Holding : TensorGate {
-    explicit Holding(TensorGate& g) : inner(g) {}
-    at::Tensor take(std::size_t i) override {
-      at::Tensor t = inner.take(i);
-      if (i == 2) {
-        reading.set_value();
-        go.get_future().wait();
-      }
-      return t;
-    }
-    void give_back(std::size_t i) override { inner.give_back(i); }
-    TensorGate& inner;
-    std::promise<void> reading, go;
-  } gate(h.gate(0));
-  auto reading = gate.reading.get_future();
+  PausingGate gate(h.gate(0), 2, /*after_take=*/true);  // holds entry "c" while release() is called
+  auto reading = gate.paused.get_future();
   std::thread writer([&] { save_safetensors_hashed(dir + "/g.safetensors", h.files()[0].tensors, {}, &gate); });
   reading.wait();
   auto released = std::async(std::launch::async, [&] { return h.release(); });
