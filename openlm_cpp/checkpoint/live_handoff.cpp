@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <stdexcept>
 #include <utility>
 
 namespace openlm::checkpoint {
@@ -28,13 +29,41 @@ LiveHandOff::LiveHandOff(std::vector<FileTensors> files, Copies spare)
 
 LiveHandOff::~LiveHandOff() = default;
 
+LiveHandOff::Copies LiveHandOff::buffers_for(const std::vector<FileTensors>& files) {
+  Copies out;
+  for (const FileTensors& f : files) {
+    out.emplace_back();
+    for (const auto& [name, t] : f.tensors)
+      out.back().push_back(at::empty(t.sizes(), t.options().memory_format(at::MemoryFormat::Contiguous)).zero_());
+  }
+  return out;
+}
+
 TensorGate& LiveHandOff::gate(std::size_t f) { return *gates_.at(f); }
 
 at::Tensor LiveHandOff::take(std::size_t f, std::size_t i) {
-  std::lock_guard<std::mutex> lk(m_);
+  std::unique_lock<std::mutex> lk(m_);
+  cv_.wait(lk, [this] { return released_ || started_ || abandoned_; });
+  if (abandoned_) throw std::runtime_error("checkpoint abandoned before its state was handed over");
   taken_.at(f).at(i) = true;
   reading_ = true;
   return copies_[f][i].defined() ? copies_[f][i] : files_[f].tensors[i].second;
+}
+
+void LiveHandOff::start() {
+  {
+    std::lock_guard<std::mutex> lk(m_);
+    started_ = true;
+  }
+  cv_.notify_all();
+}
+
+void LiveHandOff::abandon() {
+  {
+    std::lock_guard<std::mutex> lk(m_);
+    abandoned_ = true;
+  }
+  cv_.notify_all();
 }
 
 void LiveHandOff::give_back() {
@@ -62,6 +91,7 @@ int64_t LiveHandOff::release() {
         bytes += static_cast<int64_t>(t.numel()) * static_cast<int64_t>(t.element_size());
       }
   spare_.clear();
+  cv_.notify_all();  // a writer waiting to begin reads the copies
   cv_.wait(lk, [this] { return !reading_; });
   return bytes;
 }

@@ -40,6 +40,8 @@ struct LocalLayout {
   int shard = 0, shards = 1;
 };
 
+using FileJob = checkpoint::FileTensors;
+
 std::vector<int64_t> shape_of(const at::Tensor& t) { return {t.sizes().begin(), t.sizes().end()}; }
 
 LocalLayout local_layout(Run& r) {
@@ -76,6 +78,23 @@ LocalLayout local_layout(Run& r) {
   L.shard = r.sharded->shard_index();
   L.shards = r.sharded->shard_count();
   return L;
+}
+
+/// The files this rank writes of a checkpoint's state (none when another rank writes its shard):
+/// its slices of the weights, then of the optimizer moments and weight averages, as views into the
+/// live state. Their layouts are appended to (*layout)["model"] and (*layout)["optim"] when given.
+std::vector<FileJob> state_files(Run& r, nlohmann::json* layout) {
+  LocalLayout L = local_layout(r);
+  std::vector<FileJob> jobs;
+  if (!L.writer) return jobs;
+  const std::string tag = fmt::format("shard{:05d}-of-{:05d}.safetensors", L.shard, L.shards);
+  L.optim.insert(L.optim.end(), L.averages.begin(), L.averages.end());  // saved beside the moments
+  for (auto [kind, slices] : {std::pair<const char*, std::vector<StateSlice>*>{"model", &L.model}, {"optim", &L.optim}}) {
+    const std::string file = std::string(kind) + "-" + tag;
+    if (layout) (*layout)[kind].push_back(checkpoint::slice_layout(file, r.env.rank, *slices));
+    jobs.push_back({file, checkpoint::slice_tensors(*slices)});
+  }
+  return jobs;
 }
 
 /// Every rank's `mine`, in rank order (just `mine` in a one-process run).
@@ -144,7 +163,6 @@ void restore_rng(const Run& r, const std::string& dir, const nlohmann::json& met
   }
 }
 
-using FileJob = checkpoint::FileTensors;
 
 /// The first of `candidates` (as rank 0 lists them) whose checksums verify; the ranks share the
 /// hashing, each reading a share of the files. "" when none does. With `must_verify` (an explicit
@@ -208,6 +226,7 @@ void load_state(Run& r, const std::string& dir, const nlohmann::json& meta, bool
 
 void commit_pending(Run& r) {
   std::unique_ptr<PendingSave> p = std::move(r.pending);
+  if (p->live) p->live->start();  // the state stays as it is while this waits for the writer
   nlohmann::json report;
   try {
     report = {{"files", p->files.get()}};
@@ -267,18 +286,8 @@ void save_run_checkpoint(Run& r, int64_t step) {
   }
   agree_or_throw(r, error, "checkpoint step " + std::to_string(step) + " not saved");
 
-  LocalLayout L = local_layout(r);
-  std::vector<FileJob> jobs;
   nlohmann::json mine = {{"model", nlohmann::json::array()}, {"optim", nlohmann::json::array()}};
-  if (L.writer) {
-    const std::string tag = fmt::format("shard{:05d}-of-{:05d}.safetensors", L.shard, L.shards);
-    L.optim.insert(L.optim.end(), L.averages.begin(), L.averages.end());  // saved beside the moments
-    for (auto [kind, slices] : {std::pair<const char*, std::vector<StateSlice>*>{"model", &L.model}, {"optim", &L.optim}}) {
-      const std::string file = std::string(kind) + "-" + tag;
-      mine[kind].push_back(checkpoint::slice_layout(file, r.env.rank, *slices));
-      jobs.push_back({file, checkpoint::slice_tensors(*slices)});
-    }
-  }
+  std::vector<FileJob> jobs = state_files(r, &mine);
   auto layouts = gather_strings(r, mine.dump());
   auto [cpu_rng, cuda_rng] = rng_states(r);
   auto cpu_rngs = gather_strings(r, cpu_rng);
@@ -321,11 +330,11 @@ void save_run_checkpoint(Run& r, int64_t step) {
   if (r.cfg.checkpoint.async) {
     // Written in the background at the lowest CPU priority (SCHED_IDLE, else nice 19; the writer
     // thread only): on a busy CPU it takes the cycles the compute threads leave instead of
-    // competing for every step. A later poll commits once every rank has written. On CPU the writer reads the live tensors
-    // (no copy of the whole state on the training thread): the next step's forward and backward
-    // only read weights, moments and averages, and train_step hands the state over
-    // (wait_for_live_save: copies what is not written yet) before its optimizer update. On CUDA
-    // the slices are first copied to host memory.
+    // competing for every step. A later poll commits once every rank has written. On CPU the
+    // writer reads the state once train_step hands it over before its next optimizer update
+    // (wait_for_live_save: a copy into buffers made at the start of the run, see
+    // checkpoint/live_handoff.h), or live when a commit waits for it. On CUDA the slices are
+    // first copied to host memory.
     auto low_priority = [] {
       sched_param sp{};
       if (::sched_setscheduler(0, SCHED_IDLE, &sp) != 0)
@@ -353,6 +362,10 @@ void save_run_checkpoint(Run& r, int64_t step) {
   }
 }
 
+PendingSave::~PendingSave() {
+  if (live) live->abandon();
+}
+
 void poll_pending_save(Run& r) {
   if (!r.pending) return;
   bool ready = r.pending->files.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
@@ -362,6 +375,12 @@ void poll_pending_save(Run& r) {
 
 void finish_pending_save(Run& r) {
   if (r.pending) commit_pending(r);
+}
+
+void prepare_live_saves(Run& r) {
+  const CheckpointConfig& c = r.cfg.checkpoint;
+  if (!c.async || r.device.is_cuda() || c.every_steps <= 0 || c.every_steps >= r.total) return;
+  r.handoff_spare = checkpoint::LiveHandOff::buffers_for(state_files(r, nullptr));
 }
 
 void wait_for_live_save(Run& r) {

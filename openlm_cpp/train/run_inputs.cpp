@@ -210,8 +210,11 @@ void check_training_memory(const TrainConfig& cfg, const DistEnv& env, const at:
                    "building its fp32 weights on the host (" + std::to_string(env.local_world_size) + " rank(s) on this node)",
                    cfg.source_file, host_memory_limit());
   } else {
-    require_memory(cfg.model, std::max(est.total(), full_fp32) * ranks_here,
-                   "training (" + setup +
+    // Async checkpoints keep a copy of this rank's weights and moments to write from (train/checkpointing.cpp).
+    const bool async_copy = cfg.checkpoint.async && cfg.checkpoint.every_steps > 0;
+    const double copy = async_copy ? est.params + est.optimizer : 0.0;
+    require_memory(cfg.model, (std::max(est.total(), full_fp32) + copy) * ranks_here,
+                   "training (" + setup + (async_copy ? ", with the async checkpoints' copy of the state" : "") +
                        (env.local_world_size > 1 ? ", " + std::to_string(env.local_world_size) + " of them on this node"
                                                  : std::string()) + ")",
                    cfg.source_file, host_memory_limit());

@@ -32,9 +32,11 @@ struct PendingSave {
   int64_t step = 0;
   nlohmann::json metadata;                    // rank 0: everything but the checksums
   std::future<nlohmann::json> files;          // this rank's {file: xxh64}
-  // On CPU the writer reads the live state: before the next optimizer update it is handed over
-  // (what is not read yet is copied). Null when the writer reads copies from the start (CUDA).
+  // On CPU the writer waits for the state to be handed over (copied) before the next optimizer
+  // update, or to be let read it live while the owner waits for it. Null when the writer reads
+  // copies from the start (CUDA).
   std::shared_ptr<checkpoint::LiveHandOff> live;
+  ~PendingSave();  // a save never handed over is abandoned: its writer stops instead of waiting
 };
 
 struct Run {
@@ -106,17 +108,21 @@ std::vector<std::pair<std::string, NamedTensors>> full_averages(Run& r);
 /// Collective. Writes checkpoint `step`: every rank that holds a distinct shard writes its slices
 /// of the weights and optimizer state (no gather), rank 0 adds metadata.json and the RNG states of
 /// every rank, and commits. With checkpoint.async the files are written by a background thread
-/// (on CPU from the live state, see wait_for_live_save; on CUDA from host copies) and committed by
+/// (on CPU from the state handed over at the next update, see wait_for_live_save; on CUDA from
+/// host copies) and committed by
 /// a later poll_pending_save/finish_pending_save.
 void save_run_checkpoint(Run& r, int64_t step);
 /// Collective, once per step while a save is pending: commits it when every rank has written.
 void poll_pending_save(Run& r);
 /// Collective: waits for and commits the pending save (rethrows its error).
 void finish_pending_save(Run& r);
-/// Before the state changes (the optimizer update): a background writer that reads the live
-/// tensors stops depending on them. Tensors it has not begun are copied for it, the one it is
-/// reading is waited for (no collective; the commit stays with the polls).
+/// Before the state changes (the optimizer update): a pending CPU save's writer gets its state.
+/// Tensors it has not begun are copied for it, the one it is reading is waited for (no
+/// collective; the commit stays with the polls).
 void wait_for_live_save(Run& r);
+/// CPU runs with async checkpoints before their end: the buffers wait_for_live_save copies into,
+/// made (and touched) once now rather than at the first checkpoint's hand-off.
+void prepare_live_saves(Run& r);
 
 /// Collective. `resume:`: restores weights, optimizer, schedule position, data position and RNG
 /// from the chosen checkpoint, resharding from any saved world size and strategy.

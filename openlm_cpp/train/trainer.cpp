@@ -277,6 +277,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
     r.averages = std::make_unique<WeightAverages>(cfg.averagers, live);
   }
   resume_run(r);
+  prepare_live_saves(r);
   // After resume: a resume that refuses (e.g. every checkpoint corrupt) leaves config.json as it was.
   if (r.env.rank == 0)
     openlm::fs::write_file_atomic((stdfs::path(cfg.run_dir) / "config.json").string(), to_json(cfg).dump(2) + "\n");
@@ -300,9 +301,14 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& opt) {
       break;
     }
     const StepStats s = train_step(r, mbs, lr);
-    if (!std::isfinite(s.loss))
+    if (!std::isfinite(s.loss)) {
+      // The update was skipped: the state is the one an async checkpoint still being written
+      // holds, so it is finished and committed rather than lost with the run (every rank agrees:
+      // the loss is all-reduced).
+      finish_pending_save(r);
       throw Error("loss is " + std::to_string(s.loss) + " at step " + std::to_string(step + 1) +
                   "; stopping without writing weights (the last good ones on disk are kept: " + weights + ")");
+    }
     ++step;
     r.tokens_seen += cfg.batch.global_batch_size * cfg.model.seq_len;
     if (r.averages) r.averages->update(step);

@@ -1,5 +1,6 @@
 // Async checkpoints on CPU write the live state through a LiveHandOff (checkpoint/live_handoff.h):
-// once the owner has called release(), changing the live tensors must not change what is written.
+// once the owner has called release(), changing the live tensors must not change what is written,
+// and the writer reads nothing before release() or start().
 #include "openlm_cpp/checkpoint/live_handoff.h"
 
 #include <ATen/ATen.h>
@@ -51,6 +52,7 @@ TEST(LiveHandOff, WhatIsWrittenIsTheStateAtReleaseEvenIfItChangesAfterwards) {
   State s;
   const at::Tensor before = s.flat.clone();
   LiveHandOff h({{"f.safetensors", s.tensors()}});
+  h.start();
   PausingGate gate(h.gate(0), 1, /*after_take=*/false);  // "a" written, "b" not begun
   auto paused = gate.paused.get_future();
   std::thread writer([&] { save_safetensors_hashed(dir + "/f.safetensors", h.files()[0].tensors, {}, &gate); });
@@ -89,6 +91,7 @@ TEST(LiveHandOff, ReleaseWaitsForTheTensorBeingReadAndCopiesNothingOnceAllIsRead
   State s;
   const at::Tensor before = s.flat.clone();
   LiveHandOff h({{"g.safetensors", s.tensors()}});
+  h.start();
   PausingGate gate(h.gate(0), 2, /*after_take=*/true);  // holds entry "c" while release() is called
   auto reading = gate.paused.get_future();
   std::thread writer([&] { save_safetensors_hashed(dir + "/g.safetensors", h.files()[0].tensors, {}, &gate); });
@@ -102,4 +105,32 @@ TEST(LiveHandOff, ReleaseWaitsForTheTensorBeingReadAndCopiesNothingOnceAllIsRead
   s.flat.fill_(-1.0f);
   auto back = load_safetensors(dir + "/g.safetensors");
   EXPECT_TRUE(at::equal(back.at("c"), before.narrow(0, 2500, 500)));
+}
+
+TEST(LiveHandOff, TheWriterWaitsForTheHandOverThenWritesTheCopies) {
+  const std::string dir = openlm::test_util::fresh_dir("handoff", "wait");
+  State s;
+  const at::Tensor before = s.flat.clone();
+  LiveHandOff h({{"w.safetensors", s.tensors()}}, LiveHandOff::buffers_for({{"w.safetensors", s.tensors()}}));
+  auto writer = std::async(std::launch::async,
+                           [&] { return save_safetensors_hashed(dir + "/w.safetensors", h.files()[0].tensors, {}, &h.gate(0)); });
+  EXPECT_EQ(writer.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout)
+      << "the writer finished before the state was handed over";
+  EXPECT_EQ(h.release(), 3000 * 4) << "nothing was read before the hand-over: everything is copied";
+  s.flat.fill_(-1.0f);
+  writer.get();
+  auto back = load_safetensors(dir + "/w.safetensors");
+  EXPECT_TRUE(at::equal(back.at("a"), before.narrow(0, 0, 1000)));
+  EXPECT_TRUE(at::equal(back.at("b"), before.narrow(0, 1000, 1500).view({30, 50})));
+  EXPECT_TRUE(at::equal(back.at("c"), before.narrow(0, 2500, 500)));
+}
+
+TEST(LiveHandOff, AnAbandonedHandOffStopsTheWaitingWriterWithAnError) {
+  const std::string dir = openlm::test_util::fresh_dir("handoff", "abandon");
+  State s;
+  LiveHandOff h({{"x.safetensors", s.tensors()}});
+  auto writer = std::async(std::launch::async,
+                           [&] { return save_safetensors_hashed(dir + "/x.safetensors", h.files()[0].tensors, {}, &h.gate(0)); });
+  h.abandon();
+  EXPECT_THROW(writer.get(), std::exception);
 }

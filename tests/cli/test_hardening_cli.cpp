@@ -191,6 +191,17 @@ TEST(ModelSize, TrainRefusesAModelThatCannotFitInMemory) {
   EXPECT_TRUE(has(r.out, "training")) << r.out;
   EXPECT_TRUE(has(r.out, "OPENLM_MEMORY_LIMIT")) << r.out;
   EXPECT_LT(r.max_rss_kb, 2 << 20) << "allocated before refusing";
+  // Async checkpoints on CPU keep a copy of the weights and moments (12 bytes a parameter in
+  // fp32/AdamW): the estimate grows by that much and says why.
+  auto ra = run_openlm("train '" + recipe + "' --set checkpoint.async=true --set checkpoint.every_steps=10",
+                       "OPENLM_MEMORY_LIMIT=8GiB");
+  EXPECT_EQ(ra.rc, 1) << ra.out;
+  EXPECT_TRUE(has(ra.out, "async checkpoints' copy")) << ra.out;
+  auto gib = [](const std::string& out) {
+    const auto at = out.find("needs an estimated ");
+    return at == std::string::npos ? 0.0 : std::stod(out.substr(at + 19));
+  };
+  EXPECT_GT(gib(ra.out) - gib(r.out), 12.0) << r.out << ra.out;  // ~1.4e9 parameters x 12 bytes
   // an absurd layer count, whatever the machine
   auto r2 = run_openlm("train '" + tiny_recipe(dir, man, "{name: open_lm_test_tiny, n_layers: 100000000}") + "'");
   EXPECT_EQ(r2.rc, 1) << r2.out;

@@ -135,6 +135,22 @@ TEST(Training, NanLossStopsWithoutOverwritingWeights) {
   for (auto& [n, t] : before) EXPECT_TRUE(torch::equal(t, after.at(n))) << n;
 }
 
+TEST(Training, NanLossAfterAnAsyncCheckpointStillCommitsIt) {
+  std::string run = temp_dir("nan_async");
+  auto cfg = tiny_recipe(manifest(), run, 6);
+  cfg.checkpoint.every_steps = 1;
+  cfg.checkpoint.async = true;
+  cfg.schedule.warmup = 0;
+  cfg.optim.lr = 1e30;  // step 1's update makes the weights so large that the next loss is not finite
+  try {
+    run_training(cfg, quiet());
+    FAIL() << "no error on NaN loss";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("step 2"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(fs::exists(run + "/checkpoints/step_1/metadata.json")) << "the pending checkpoint was lost";
+}
+
 TEST(Training, AsyncCheckpointsEqualSynchronousOnes) {
   std::string sync = temp_dir("sync"), async = temp_dir("async");
   auto a = tiny_recipe(manifest(), sync, 6);
