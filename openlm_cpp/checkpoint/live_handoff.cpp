@@ -34,7 +34,7 @@ LiveHandOff::Copies LiveHandOff::buffers_for(const std::vector<FileTensors>& fil
   for (const FileTensors& f : files) {
     out.emplace_back();
     for (const auto& [name, t] : f.tensors)
-      out.back().push_back(at::empty(t.sizes(), t.options().memory_format(at::MemoryFormat::Contiguous)).zero_());
+      out.back().push_back(at::zeros(t.sizes(), t.options()));  // zeroing touches every page
   }
   return out;
 }
@@ -50,18 +50,14 @@ at::Tensor LiveHandOff::take(std::size_t f, std::size_t i) {
   return copies_[f][i].defined() ? copies_[f][i] : files_[f].tensors[i].second;
 }
 
-void LiveHandOff::start() {
-  {
-    std::lock_guard<std::mutex> lk(m_);
-    started_ = true;
-  }
-  cv_.notify_all();
-}
+void LiveHandOff::start() { signal(started_); }
 
-void LiveHandOff::abandon() {
+void LiveHandOff::abandon() { signal(abandoned_); }
+
+void LiveHandOff::signal(bool& flag) {
   {
     std::lock_guard<std::mutex> lk(m_);
-    abandoned_ = true;
+    flag = true;
   }
   cv_.notify_all();
 }

@@ -63,6 +63,7 @@ class LiveHandOff {
   class Gate;
   at::Tensor take(std::size_t f, std::size_t i);
   void give_back();
+  void signal(bool& flag);  // sets flag under the lock and wakes the writer
 
   std::vector<FileTensors> files_;
   std::vector<std::unique_ptr<Gate>> gates_;

@@ -164,7 +164,6 @@ void restore_rng(const Run& r, const std::string& dir, const nlohmann::json& met
   }
 }
 
-
 /// The first of `candidates` (as rank 0 lists them) whose checksums verify; the ranks share the
 /// hashing, each reading a share of the files. "" when none does. With `must_verify` (an explicit
 /// path) a failure is an error instead of a reason to try the next one. `failed` gets each
